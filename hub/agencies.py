@@ -1,0 +1,104 @@
+"""Agencies and their API keys.
+
+A key is `hub_<random>`; the hub stores only its SHA-256 (keys carry 256 bits of entropy, so
+a fast hash is safe) and looks keys up through a short in-process cache, so API processes
+stay stateless and a revoked key stops working within `CACHE_SECONDS`. The admin key comes
+from settings and is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Iterable
+
+import asyncpg
+
+from hub.credit.service import Agency
+from hub.errors import Conflict, Forbidden, Unauthenticated
+
+SCOPES = frozenset({"admin", "publish", "check", "subscribe", "audit"})
+CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 10_000
+ADMIN = Agency("admin", "Hub administrator", frozenset(SCOPES), frozenset({"*"}))
+
+DDL = """
+CREATE TABLE IF NOT EXISTS agencies (
+    code text PRIMARY KEY,
+    name text NOT NULL,
+    scopes text[] NOT NULL,
+    domains text[] NOT NULL,
+    key_hash text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def new_key() -> str:
+    return "hub_" + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Agencies:
+    def __init__(self, pool: asyncpg.Pool, admin_key: str | None) -> None:
+        self.pool = pool
+        self._admin_hash = key_hash(admin_key) if admin_key else None
+        self._cache: dict[str, tuple[float, Agency | None]] = {}
+
+    async def create(
+        self, code: str, name: str, scopes: Iterable[str], domains: Iterable[str]
+    ) -> str:
+        key = new_key()
+        try:
+            await self.pool.execute(
+                "INSERT INTO agencies (code, name, scopes, domains, key_hash) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                code,
+                name,
+                sorted(set(scopes)),
+                sorted(set(domains)),
+                key_hash(key),
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(
+                f"agency {code} already exists", field="code", rule="agency.exists"
+            ) from None
+        return key
+
+    async def authenticate(self, authorization: str | None) -> Agency:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthenticated("send `Authorization: Bearer <api key>`")
+        digest = key_hash(authorization[7:].strip())
+        if self._admin_hash and hmac.compare_digest(digest, self._admin_hash):
+            return ADMIN
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is None or now - cached[0] > CACHE_SECONDS:
+            row = await self.pool.fetchrow(
+                "SELECT code, name, scopes, domains FROM agencies WHERE key_hash = $1", digest
+            )
+            agency = (
+                None
+                if row is None
+                else Agency(
+                    row["code"], row["name"], frozenset(row["scopes"]), frozenset(row["domains"])
+                )
+            )
+            if len(self._cache) > CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[digest] = cached = (now, agency)
+        if cached[1] is None:
+            raise Unauthenticated("the API key is not known to the hub")
+        return cached[1]
+
+
+def require_scope(agency: Agency, *scopes: str) -> None:
+    if not agency.scopes.intersection(scopes):
+        raise Forbidden(
+            f"this key lacks the scope {' or '.join(repr(s) for s in scopes)}",
+            rule="auth.scope",
+        )

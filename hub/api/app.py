@@ -1,0 +1,118 @@
+"""`create_app()`: the Litestar application with its lifespan, routes, OpenAPI at
+`/openapi.json` with interactive docs at `/docs`, and one problem+json error mapping."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.api.admin import create_agency, events, healthz, metrics, readyz
+from hub.api.deps import provide_agency, provide_hub
+from hub.api.listings import ListingController, subject_profile
+from hub.api.problems import EXCEPTION_HANDLERS
+from hub.bootstrap import Hub, build_hub
+from hub.clock import Clock
+from hub.logs import configure_logging
+from hub.metrics import REQUEST_SECONDS, REQUESTS
+from hub.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def observe(app: ASGIApp) -> ASGIApp:
+    """Request id, structured access log and Prometheus metrics for every HTTP request."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        method = str(scope.get("method", ""))
+        request_id = uuid.uuid4().hex[:16]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            handler = scope.get("route_handler")
+            route = next(iter(handler.paths), scope["path"]) if handler else "unmatched"
+            elapsed = time.perf_counter() - started
+            REQUESTS.labels(method, route, str(status)).inc()
+            REQUEST_SECONDS.labels(method, route).observe(elapsed)
+            if route not in ("/metrics", "/healthz"):
+                log.info(
+                    "request",
+                    method=method,
+                    path=scope["path"],
+                    status=status,
+                    ms=round(elapsed * 1000, 2),
+                )
+
+    return middleware
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        hub: Hub = await build_hub(settings, clock)
+        app.state.hub = hub
+        await hub.start()
+        log.info("hub_started", schema=settings.database_schema)
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    configure_logging(settings.log_level)
+    dependencies: dict[str, Any] = {
+        "hub": Provide(provide_hub, sync_to_thread=False),
+        "agency": Provide(provide_agency),
+    }
+    return Litestar(
+        route_handlers=[
+            ListingController,
+            subject_profile,
+            create_agency,
+            events,
+            healthz,
+            readyz,
+            metrics,
+        ],
+        dependencies=dependencies,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        middleware=[observe],
+        openapi_config=OpenAPIConfig(
+            title="Joint credit hub",
+            version="1",
+            description="Exchange hub for joint reward and punishment of credit (联合奖惩).",
+            path="/",
+            render_plugins=[ScalarRenderPlugin(path="/docs")],
+        ),
+        debug=False,
+    )

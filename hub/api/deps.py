@@ -1,0 +1,24 @@
+"""Request-scoped dependencies: the hub from app state and the authenticated agency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request
+from litestar.datastructures import State
+
+from hub.bootstrap import Hub
+from hub.credit.service import Agency
+
+
+def provide_hub(state: State) -> Hub:
+    hub: Hub = state.hub
+    return hub
+
+
+async def provide_agency(request: Request[Any, Any, Any], state: State) -> Agency:
+    hub: Hub = state.hub
+    agency = await hub.agencies.authenticate(request.headers.get("authorization"))
+    structlog.contextvars.bind_contextvars(agency=agency.code)
+    return agency

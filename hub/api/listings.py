@@ -1,0 +1,166 @@
+"""Listing routes: register, read, object, resolve, amend, delist; and the subject view."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.params import Parameter
+
+from hub.agencies import require_scope
+from hub.bootstrap import Hub
+from hub.credit.domainmodel import Listing
+from hub.credit.service import Agency, parse_listing_id
+from hub.errors import InputError, NotFound
+from projections import read_events
+from projections.listings import subject_listings
+from schemas.identifiers import IdentifierError, parse_subject_id
+from schemas.listing import (
+    Amendment,
+    Basis,
+    CommandResult,
+    Delisting,
+    ListingDetail,
+    ListingSummary,
+    ListingView,
+    NewListing,
+    NewObjection,
+    Objection,
+    ObjectionAnswer,
+    SubjectProfile,
+    SubjectRef,
+)
+from schemas.log import RawEvent, to_log_event
+
+SUMMARY_FIELDS = tuple(f for f in ListingSummary.__struct_fields__ if f != "listing_id")
+
+
+def _view(listing: Listing, hub: Hub) -> ListingView:
+    now = hub.clock.now()
+    return ListingView(
+        listing_id=str(listing.id),
+        status=listing.status_at(now),  # type: ignore[arg-type]
+        subject=SubjectRef(listing.subject_id, listing.subject_name),
+        list=listing.list,  # type: ignore[arg-type]
+        domain=listing.domain,
+        severity=listing.severity,  # type: ignore[arg-type]
+        intent=listing.intent,  # type: ignore[arg-type]
+        basis=Basis(listing.decision_no, listing.legal_basis, listing.facts),
+        region=listing.region,
+        authority=listing.authority,
+        effective_from=listing.effective_from,
+        effective_until=listing.effective_until,
+        notice_until=listing.notice_until,
+        recorded_at=listing.created_on,
+        delist_reason=listing.delist_reason,  # type: ignore[arg-type]
+        delisted_at=listing.delisted_at,
+        objections=[msgspec.convert(o, Objection) for o in listing.objections],
+        version=listing.version,
+    )
+
+
+class ListingController(Controller):
+    path = "/v1/listings"
+    tags = ["listings"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @post("/", status_code=201, summary="Put a subject on a list (idempotent per decision)")
+    async def create(self, data: NewListing, agency: Agency, hub: Hub) -> Response[CommandResult]:
+        require_scope(agency, "publish")
+        result, created = await hub.listings.register(agency, data)
+        return Response(result, status_code=201 if created else 200)
+
+    @get("/{listing_id:str}", summary="A listing's current state and its full history")
+    async def read(self, listing_id: str, agency: Agency, hub: Hub) -> ListingDetail:
+        require_scope(agency, "publish", "check", "audit", "subscribe")
+        uid = parse_listing_id(listing_id)
+        async with hub.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT notification_id, originator_id, originator_version, topic, state "
+                "FROM credit_events WHERE originator_id = $1 ORDER BY originator_version",
+                uid,
+            )
+        if not rows:
+            raise NotFound(f"listing {listing_id} does not exist", field="listing_id")
+        raws = [RawEvent(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        aggregate: Any = None
+        for raw in raws:
+            event: Any = hub.app.mapper.to_domain_event(_stored(raw))
+            aggregate = event.mutate(aggregate)
+        if not isinstance(aggregate, Listing):
+            raise NotFound(f"{listing_id} is not a listing", field="listing_id")
+        return ListingDetail(_view(aggregate, hub), [to_log_event(r) for r in raws])
+
+    @post("/{listing_id:str}/objections", status_code=201, summary="Record an objection")
+    async def object(
+        self, listing_id: str, data: NewObjection, agency: Agency, hub: Hub
+    ) -> CommandResult:
+        require_scope(agency, "publish")
+        return await hub.listings.object(agency, parse_listing_id(listing_id), data)
+
+    @post(
+        "/{listing_id:str}/objections/{n:int}/resolve",
+        status_code=200,
+        summary="Answer an objection; an upheld objection ends the listing",
+    )
+    async def resolve(
+        self, listing_id: str, n: int, data: ObjectionAnswer, agency: Agency, hub: Hub
+    ) -> CommandResult:
+        require_scope(agency, "publish")
+        return await hub.listings.resolve(agency, parse_listing_id(listing_id), n, data)
+
+    @post("/{listing_id:str}/amend", status_code=200, summary="Amend a listing's terms")
+    async def amend(
+        self, listing_id: str, data: Amendment, agency: Agency, hub: Hub
+    ) -> CommandResult:
+        require_scope(agency, "publish")
+        return await hub.listings.amend(agency, parse_listing_id(listing_id), data)
+
+    @post("/{listing_id:str}/delist", status_code=200, summary="Take a listing off its list")
+    async def delist(
+        self, listing_id: str, data: Delisting, agency: Agency, hub: Hub
+    ) -> CommandResult:
+        require_scope(agency, "publish")
+        return await hub.listings.delist(agency, parse_listing_id(listing_id), data)
+
+
+def _stored(raw: RawEvent) -> Any:
+    from eventsourcing.persistence import StoredEvent  # noqa: PLC0415 - keep routes light
+
+    return StoredEvent(raw.originator_id, raw.version, raw.topic, raw.state)
+
+
+def _summary(row: Any) -> ListingSummary:
+    return ListingSummary(listing_id=str(row["listing_id"]), **{f: row[f] for f in SUMMARY_FIELDS})
+
+
+@get(
+    "/v1/subjects/{subject_id:str}",
+    tags=["subjects"],
+    summary="A subject and its listings in force (and those still in their notice window)",
+)
+async def subject_profile(
+    subject_id: str,
+    agency: Agency,
+    hub: Hub,
+    min_position: Annotated[int | None, Parameter(ge=0)] = None,
+) -> SubjectProfile:
+    require_scope(agency, "publish", "check", "audit", "subscribe")
+    try:
+        subject = str(parse_subject_id(subject_id, field="subject_id"))
+    except IdentifierError as exc:
+        raise InputError(str(exc), field=exc.field) from None
+    if min_position is not None and not await hub.wait_for_projections(min_position, 2.0):
+        from hub.errors import Unavailable  # noqa: PLC0415
+
+        raise Unavailable("the read model has not reached min_position yet", retry_after=1)
+    now = hub.clock.now()
+    async with hub.pool.acquire() as conn:
+        active, pending = await subject_listings(conn, subject, now)
+    names = sorted({r["subject_name"] for r in active + pending})
+    return SubjectProfile(
+        subject, names, [_summary(r) for r in active], [_summary(r) for r in pending], now
+    )
+
+
+__all__ = ["ListingController", "read_events", "subject_profile"]

@@ -1,0 +1,258 @@
+"""Listing commands as the API calls them: checks that need no aggregate, then a command
+that the committer runs in a shared transaction.
+
+Authority rule: only the agency that made a listing may change it, and only in the domains
+its key allows. Idempotency: the listing id follows from (authority, decision number); the
+same decision sent again with the same content answers the existing listing, with other
+content it is a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from hub.clock import Clock
+from hub.credit.application import UnitOfWork
+from hub.credit.committer import Committer
+from hub.credit.domainmodel import Listing, listing_id_for
+from hub.credit.rules import ListingRules
+from hub.errors import Conflict, Forbidden, InputError, NotFound, RuleViolation
+from hub.workdays import WorkingCalendar
+from schemas.codec import canonical_json
+from schemas.identifiers import IdentifierError, parse_subject_id, validate_region
+from schemas.listing import (
+    PUNITIVE_LISTS,
+    Amendment,
+    CommandResult,
+    Delisting,
+    NewListing,
+    NewObjection,
+    ObjectionAnswer,
+)
+
+
+@dataclass(frozen=True)
+class Agency:
+    """The caller, as its API key tells: code, scopes and the domains it may act in."""
+
+    code: str
+    name: str
+    scopes: frozenset[str]
+    domains: frozenset[str]
+
+    def may_act_in(self, domain: str) -> bool:
+        return "*" in self.domains or domain in self.domains
+
+
+def _digest(body: NewListing) -> str:
+    return hashlib.sha256(canonical_json(msgspec.to_builtins(body))).hexdigest()
+
+
+def parse_listing_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InputError(f"{value!r} is not a listing id (a UUID)", field="listing_id") from None
+
+
+class ListingService:
+    def __init__(
+        self,
+        committer: Committer,
+        rules: ListingRules,
+        calendar: WorkingCalendar,
+        clock: Clock,
+    ) -> None:
+        self.committer = committer
+        self.rules = rules
+        self.calendar = calendar
+        self.clock = clock
+
+    # -- register ----------------------------------------------------------------------
+
+    def _check_new(self, agency: Agency, body: NewListing) -> tuple[str, str]:
+        try:
+            subject = parse_subject_id(body.subject.id, field="subject.id")
+            region = validate_region(body.region)
+        except IdentifierError as exc:
+            raise InputError(str(exc), field=exc.field or "region") from None
+        if body.domain not in self.rules.domains:
+            raise RuleViolation(
+                f"domain {body.domain!r} is not in the catalogue: {sorted(self.rules.domains)}",
+                field="domain",
+                rule="domain.catalogue",
+            )
+        if not agency.may_act_in(body.domain):
+            raise Forbidden(
+                f"agency {agency.code} may not list in domain {body.domain!r}",
+                field="domain",
+                rule="authority.domain",
+            )
+        punitive = body.list in PUNITIVE_LISTS
+        for name in ("severity", "intent"):
+            given = getattr(body, name) is not None
+            if punitive and not given:
+                raise InputError(f"{name} is required on the {body.list}", field=name)
+            if not punitive and given:
+                raise InputError(f"{name} applies to punitive lists only", field=name)
+        self._check_period(body.list, body.severity, body.effective_from, body.effective_until)
+        return str(subject), region
+
+    def _check_period(
+        self, list_name: str, severity: str | None, start: datetime, end: datetime | None
+    ) -> None:
+        if end is None:
+            if list_name != "market_ban":
+                raise InputError(
+                    "effective_until is required; only a market ban may be permanent",
+                    field="effective_until",
+                )
+            return
+        if end <= start:
+            raise InputError(
+                "effective_until must be after effective_from", field="effective_until"
+            )
+        latest = self.rules.latest_end(list_name, severity, start)
+        if latest is not None and end > latest and list_name != "market_ban":
+            period = self.rules.period_for(list_name, severity)
+            months = period.max_months if period else 0
+            raise RuleViolation(
+                f"publication of a {severity or list_name} listing lasts at most {months} "
+                f"months: effective_until may be {latest.isoformat()} at the latest",
+                field="effective_until",
+                rule=f"publication.max_period.{severity or list_name}",
+            )
+
+    async def register(self, agency: Agency, body: NewListing) -> tuple[CommandResult, bool]:
+        subject_id, region = self._check_new(agency, body)
+        digest = _digest(body)
+        listing_id = listing_id_for(agency.code, body.basis.decision_no)
+        notice_days = self.rules.notice_days if body.notice_days is None else body.notice_days
+
+        def command(uow: UnitOfWork) -> tuple[str, bool, int]:
+            existing = uow.get_for_create(listing_id)
+            if existing is not None:
+                assert isinstance(existing, Listing)  # noqa: S101 - ids are listing ids
+                if existing.digest != digest:
+                    raise Conflict(
+                        f"decision {body.basis.decision_no} of {agency.code} is already "
+                        f"listed with other content (listing {listing_id})",
+                        field="basis.decision_no",
+                        rule="listing.decision_conflict",
+                    )
+                return existing.status_at(uow.now), False, uow.position(listing_id)
+            notice_until = self.calendar.deadline(uow.now, notice_days) if notice_days > 0 else None
+            listing = Listing.register(
+                listing_id=listing_id,
+                now=uow.now,
+                subject_id=subject_id,
+                subject_name=body.subject.name,
+                list=body.list,
+                domain=body.domain,
+                severity=body.severity,
+                intent=body.intent,
+                decision_no=body.basis.decision_no,
+                legal_basis=body.basis.legal_basis,
+                facts=body.basis.facts,
+                region=region,
+                authority=agency.code,
+                effective_from=body.effective_from,
+                effective_until=body.effective_until,
+                notice_until=notice_until,
+                digest=digest,
+                origin_hub=None,
+                origin_position=None,
+            )
+            uow.add(listing)
+            return listing.status_at(uow.now), True, 0
+
+        (status, created, old_position), position = await self.committer.submit(command)
+        result = CommandResult(str(listing_id), status, position or old_position)
+        return result, created
+
+    # -- changes to an existing listing -------------------------------------------------
+
+    async def _change(self, agency: Agency, listing_id: UUID, change: Any) -> CommandResult:
+        def command(uow: UnitOfWork) -> tuple[str, int]:
+            listing = uow.get_listing(listing_id)
+            if listing is None:
+                raise NotFound(f"listing {listing_id} does not exist", field="listing_id")
+            if listing.authority != agency.code:
+                raise Forbidden(
+                    f"only the authority that made listing {listing_id} ({listing.authority}) "
+                    "may change it",
+                    rule="authority.owner",
+                )
+            if not agency.may_act_in(listing.domain):
+                raise Forbidden(
+                    f"agency {agency.code} may not act in domain {listing.domain!r}",
+                    rule="authority.domain",
+                )
+            change(listing, uow.now)
+            return listing.status_at(uow.now), uow.position(listing_id)
+
+        (status, old_position), position = await self.committer.submit(command)
+        return CommandResult(str(listing_id), status, position or old_position)
+
+    async def object(self, agency: Agency, listing_id: UUID, body: NewObjection) -> CommandResult:
+        def change(listing: Listing, now: datetime) -> None:
+            received = body.received_at or now
+            if received > now:
+                raise InputError("received_at lies in the future", field="received_at")
+            due = self.calendar.deadline(received, self.rules.objection_answer_days)
+            listing.object(grounds=body.grounds, received_at=received, answer_due=due, now=now)
+
+        return await self._change(agency, listing_id, change)
+
+    async def resolve(
+        self, agency: Agency, listing_id: UUID, n: int, body: ObjectionAnswer
+    ) -> CommandResult:
+        def change(listing: Listing, now: datetime) -> None:
+            listing.resolve_objection(n=n, upheld=body.upheld, answer=body.answer, now=now)
+
+        return await self._change(agency, listing_id, change)
+
+    async def amend(self, agency: Agency, listing_id: UUID, body: Amendment) -> CommandResult:
+        fields = (
+            "severity",
+            "intent",
+            "effective_from",
+            "effective_until",
+            "legal_basis",
+            "facts",
+            "subject_name",
+        )
+        changes = {f: getattr(body, f) for f in fields if getattr(body, f) is not None}
+
+        def change(listing: Listing, now: datetime) -> None:
+            if listing.list not in PUNITIVE_LISTS and (
+                "severity" in changes or "intent" in changes
+            ):
+                raise InputError(
+                    "severity and intent apply to punitive lists only", field="severity"
+                )
+            self._check_period(
+                listing.list,
+                changes.get("severity", listing.severity),
+                changes.get("effective_from", listing.effective_from),
+                changes.get("effective_until", listing.effective_until),
+            )
+            listing.amend(
+                changes=changes, note=body.note, applies_from=body.applies_from or now, now=now
+            )
+
+        return await self._change(agency, listing_id, change)
+
+    async def delist(self, agency: Agency, listing_id: UUID, body: Delisting) -> CommandResult:
+        def change(listing: Listing, now: datetime) -> None:
+            listing.delist(
+                reason=body.reason, note=body.note, effective_at=body.effective_at or now, now=now
+            )
+
+        return await self._change(agency, listing_id, change)
