@@ -6,13 +6,12 @@ import re
 from typing import Annotated
 
 from litestar import Response, get, post
-from litestar.params import Parameter
+from litestar.params import JSONBody, QueryParameter
 from msgspec import Meta, Struct
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.agencies import SCOPES, require_scope
-from hub.bootstrap import Hub
-from hub.credit.service import Agency
+from hub.api.deps import AgencyDep, HubDep
 from hub.errors import InputError, Unavailable
 from projections import read_events
 from schemas.log import EventPage, to_log_event
@@ -35,7 +34,7 @@ class AgencyKey(Struct):
 @post(
     "/v1/agencies", status_code=201, tags=["admin"], summary="Register an agency and issue its key"
 )
-async def create_agency(data: NewAgency, agency: Agency, hub: Hub) -> AgencyKey:
+async def create_agency(data: JSONBody[NewAgency], agency: AgencyDep, hub: HubDep) -> AgencyKey:
     require_scope(agency, "admin")
     if not _CODE.match(data.code):
         raise InputError("code may hold letters, digits, '_', '.', '-'", field="code")
@@ -54,10 +53,10 @@ async def create_agency(data: NewAgency, agency: Agency, hub: Hub) -> AgencyKey:
 
 @get("/v1/events", tags=["log"], summary="The credit log in order, after a position")
 async def events(
-    agency: Agency,
-    hub: Hub,
-    after: Annotated[int, Parameter(ge=0)] = 0,
-    limit: Annotated[int, Parameter(ge=1, le=10_000)] = 100,
+    agency: AgencyDep,
+    hub: HubDep,
+    after: Annotated[int, QueryParameter(ge=0)] = 0,
+    limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 100,
 ) -> EventPage:
     require_scope(agency, "audit", "subscribe")
     async with hub.pool.acquire() as conn:
@@ -72,7 +71,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", tags=["ops"], summary="The database answers")
-async def readyz(hub: Hub) -> dict[str, object]:
+async def readyz(hub: HubDep) -> dict[str, object]:
     try:
         async with hub.pool.acquire(timeout=2) as conn:
             await conn.fetchval("SELECT 1")

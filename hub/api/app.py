@@ -17,10 +17,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.api.admin import create_agency, events, healthz, metrics, readyz
 from hub.api.deps import provide_agency, provide_hub
-from hub.api.listings import ListingController, subject_profile
 from hub.api.problems import EXCEPTION_HANDLERS
+from hub.api.routes import ROUTES
 from hub.bootstrap import Hub, build_hub
 from hub.clock import Clock
 from hub.logs import configure_logging
@@ -94,15 +93,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         "agency": Provide(provide_agency),
     }
     return Litestar(
-        route_handlers=[
-            ListingController,
-            subject_profile,
-            create_agency,
-            events,
-            healthz,
-            readyz,
-            metrics,
-        ],
+        route_handlers=ROUTES,
         dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

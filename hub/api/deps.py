@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from hub.bootstrap import Hub
 from hub.credit.service import Agency
@@ -22,3 +23,9 @@ async def provide_agency(request: Request[Any, Any, Any], state: State) -> Agenc
     agency = await hub.agencies.authenticate(request.headers.get("authorization"))
     structlog.contextvars.bind_contextvars(agency=agency.code)
     return agency
+
+
+HubDep = NamedDependency[Hub]
+"""Handlers declare `hub: HubDep` to receive the composed hub."""
+AgencyDep = NamedDependency[Agency]
+"""Handlers declare `agency: AgencyDep` to receive the authenticated caller."""

@@ -6,12 +6,13 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from hub.agencies import require_scope
+from hub.api.deps import AgencyDep, HubDep
 from hub.bootstrap import Hub
 from hub.credit.domainmodel import Listing
-from hub.credit.service import Agency, parse_listing_id
+from hub.credit.service import parse_listing_id
 from hub.errors import InputError, NotFound
 from projections import read_events
 from projections.listings import subject_listings
@@ -65,13 +66,17 @@ class ListingController(Controller):
     tags = ["listings"]  # noqa: RUF012 - Litestar reads it as a class attribute
 
     @post("/", status_code=201, summary="Put a subject on a list (idempotent per decision)")
-    async def create(self, data: NewListing, agency: Agency, hub: Hub) -> Response[CommandResult]:
+    async def create(
+        self, data: JSONBody[NewListing], agency: AgencyDep, hub: HubDep
+    ) -> Response[CommandResult]:
         require_scope(agency, "publish")
         result, created = await hub.listings.register(agency, data)
         return Response(result, status_code=201 if created else 200)
 
     @get("/{listing_id:str}", summary="A listing's current state and its full history")
-    async def read(self, listing_id: str, agency: Agency, hub: Hub) -> ListingDetail:
+    async def read(
+        self, listing_id: FromPath[str], agency: AgencyDep, hub: HubDep
+    ) -> ListingDetail:
         require_scope(agency, "publish", "check", "audit", "subscribe")
         uid = parse_listing_id(listing_id)
         async with hub.pool.acquire() as conn:
@@ -93,7 +98,11 @@ class ListingController(Controller):
 
     @post("/{listing_id:str}/objections", status_code=201, summary="Record an objection")
     async def object(
-        self, listing_id: str, data: NewObjection, agency: Agency, hub: Hub
+        self,
+        listing_id: FromPath[str],
+        data: JSONBody[NewObjection],
+        agency: AgencyDep,
+        hub: HubDep,
     ) -> CommandResult:
         require_scope(agency, "publish")
         return await hub.listings.object(agency, parse_listing_id(listing_id), data)
@@ -104,21 +113,26 @@ class ListingController(Controller):
         summary="Answer an objection; an upheld objection ends the listing",
     )
     async def resolve(
-        self, listing_id: str, n: int, data: ObjectionAnswer, agency: Agency, hub: Hub
+        self,
+        listing_id: FromPath[str],
+        n: FromPath[int],
+        data: JSONBody[ObjectionAnswer],
+        agency: AgencyDep,
+        hub: HubDep,
     ) -> CommandResult:
         require_scope(agency, "publish")
         return await hub.listings.resolve(agency, parse_listing_id(listing_id), n, data)
 
     @post("/{listing_id:str}/amend", status_code=200, summary="Amend a listing's terms")
     async def amend(
-        self, listing_id: str, data: Amendment, agency: Agency, hub: Hub
+        self, listing_id: FromPath[str], data: JSONBody[Amendment], agency: AgencyDep, hub: HubDep
     ) -> CommandResult:
         require_scope(agency, "publish")
         return await hub.listings.amend(agency, parse_listing_id(listing_id), data)
 
     @post("/{listing_id:str}/delist", status_code=200, summary="Take a listing off its list")
     async def delist(
-        self, listing_id: str, data: Delisting, agency: Agency, hub: Hub
+        self, listing_id: FromPath[str], data: JSONBody[Delisting], agency: AgencyDep, hub: HubDep
     ) -> CommandResult:
         require_scope(agency, "publish")
         return await hub.listings.delist(agency, parse_listing_id(listing_id), data)
@@ -140,10 +154,10 @@ def _summary(row: Any) -> ListingSummary:
     summary="A subject and its listings in force (and those still in their notice window)",
 )
 async def subject_profile(
-    subject_id: str,
-    agency: Agency,
-    hub: Hub,
-    min_position: Annotated[int | None, Parameter(ge=0)] = None,
+    subject_id: FromPath[str],
+    agency: AgencyDep,
+    hub: HubDep,
+    min_position: Annotated[int | None, QueryParameter(ge=0)] = None,
 ) -> SubjectProfile:
     require_scope(agency, "publish", "check", "audit", "subscribe")
     try:
