@@ -109,3 +109,11 @@ def type_name(topic: str) -> str:
     """The wire name of a topic, or the topic itself when no reader registered it."""
     kind = EVENT_TYPES.get(topic)
     return kind.name if kind else topic
+
+
+# Event families beyond listings define their payloads in their own `schemas` module and call
+# `register()` when imported; importing them here makes every reader of `schemas.events` know
+# every topic. Add one line per family (the import must stay at the bottom: they import us).
+from schemas import event_families as _families  # noqa: E402
+
+__all__ = ["EVENT_TYPES", "EventPayload", "_families", "decode_payload", "register", "type_name"]
