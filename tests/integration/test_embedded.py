@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import asyncpg
 import nats
@@ -23,12 +24,7 @@ def _postmaster_pid(server: EmbeddedPostgres) -> int:
 
 def _wait_gone(pid: int) -> None:
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if not os.readlink(f"/proc/{pid}/exe"):
-                return
-        except OSError:  # gone, or a zombie nobody reaped yet
-            return
+    while Path(f"/proc/{pid}/exe").exists() and time.monotonic() < deadline:  # a zombie has none
         time.sleep(0.05)
 
 
