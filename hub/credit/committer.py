@@ -21,7 +21,7 @@ from eventsourcing.persistence import IntegrityError
 
 from hub.clock import Clock
 from hub.credit.application import CreditApplication, UnitOfWork
-from hub.errors import Conflict, HubError
+from hub.errors import Conflict, HubError, Unavailable
 from hub.metrics import COMMIT_BATCH, EVENTS_APPENDED
 
 log = structlog.get_logger(__name__)
@@ -80,9 +80,10 @@ class Committer:
                 outcomes = await asyncio.to_thread(self._run_batch, items)
             except Exception as exc:  # the database is down: fail this batch, keep serving
                 log.exception("commit_failed", batch=len(items))
+                error = Unavailable(f"the credit log cannot be written now: {exc}", retry_after=1)
                 for item in items:
                     if not item.future.done():
-                        item.future.set_exception(exc)
+                        item.future.set_exception(error)
                 continue
             for outcome in outcomes:
                 self._answer(outcome)
