@@ -71,7 +71,7 @@ class Agencies:
 
     async def authenticate(self, authorization: str | None) -> Agency:
         if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthenticated("send `Authorization: Bearer <api key>`")
+            raise Unauthenticated("send `Authorization: Bearer <api key>`", field="authorization")
         digest = key_hash(authorization[7:].strip())
         if self._admin_hash and hmac.compare_digest(digest, self._admin_hash):
             return ADMIN
@@ -92,7 +92,7 @@ class Agencies:
                 self._cache.clear()
             self._cache[digest] = cached = (now, agency)
         if cached[1] is None:
-            raise Unauthenticated("the API key is not known to the hub")
+            raise Unauthenticated("the API key is not known to the hub", field="authorization")
         return cached[1]
 
 

@@ -17,16 +17,28 @@ import asyncpg
 import structlog
 from psycopg.conninfo import conninfo_to_dict
 
+from adapters.regional import Docking
+from adapters.relay import Relay, RelayConfig
+from adapters.webhooks import WebhookConfig, WebhookWorker
 from hub.agencies import DDL as AGENCIES_DDL
 from hub.agencies import Agencies
+from hub.audit import AuditLog
+from hub.checks.service import CheckService, build_checks
 from hub.clock import Clock, SystemClock
 from hub.credit.application import EVENTS_TABLE, CreditApplication
 from hub.credit.committer import Committer
 from hub.credit.service import ListingService
+from hub.regional import docking
+from hub.scheduler import Scheduler
 from hub.settings import Settings
+from hub.subject import SubjectSide, build_subject_side
+from hub.webhooks import SubscriptionService
 from hub.workdays import WorkingCalendar
-from projections import ProjectionRunner
+from projections import Projection, ProjectionRunner
+from projections.audit import AuditProjection
+from projections.history import HistoryProjection
 from projections.listings import ListingsProjection
+from projections.subject import SubjectProjection
 
 log = structlog.get_logger(__name__)
 SETUP_LOCK = zlib.crc32(b"credit-hub:schema-setup")
@@ -60,6 +72,14 @@ class Hub:
     listings: ListingService
     agencies: Agencies
     runners: dict[str, ProjectionRunner]
+    scheduler: Scheduler | None = None
+    relay: Relay | None = None
+    audit: AuditLog | None = None
+    subject: SubjectSide | None = None
+    checks: CheckService | None = None
+    webhooks: WebhookWorker | None = None
+    subscriptions: SubscriptionService | None = None
+    regional: Docking | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _listener: asyncpg.Connection | None = None
@@ -67,6 +87,10 @@ class Hub:
     def wake_projections(self, *_: object) -> None:
         for runner in self.runners.values():
             runner.wakeup.set()
+        if self.checks is not None:
+            self.checks.wake()
+        if self.webhooks is not None:
+            self.webhooks.wake()
 
     async def start(self) -> None:
         await self.committer.start()
@@ -79,6 +103,19 @@ class Hub:
             await self._listener.add_listener(EVENTS_TABLE, self.wake_projections)
             for runner in self.runners.values():
                 self._tasks.append(asyncio.create_task(runner.run(self._stop)))
+        if self.settings.run_scheduler and self.scheduler is not None:
+            self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop)))
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
+        if self.settings.run_projections and self.audit is not None:
+            self._tasks.append(asyncio.create_task(self.audit.heads.run(self._stop)))
+        if self.checks is not None:
+            listen = self.settings.database_url if self._listener is None else None
+            self._tasks.extend(await self.checks.start(self._stop, listen_url=listen))
+        if self.settings.run_webhooks and self.webhooks is not None:
+            self._tasks.append(asyncio.create_task(self.webhooks.run(self._stop)))
+        if self.regional is not None:
+            self._tasks.append(asyncio.create_task(self.regional.run(self._stop)))
 
     async def wait_for_projections(self, position: int, within: float) -> bool:
         """Wait until every projection has applied `position`; False on timeout."""
@@ -100,8 +137,20 @@ class Hub:
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         await self.pool.close()
         await asyncio.to_thread(self.app.close)
+
+
+def projections() -> dict[str, Projection]:
+    """The read models kept in PostgreSQL, by name (what `hub replay` and `hub project` run)."""
+    return {
+        "listings": ListingsProjection(),
+        "audit": AuditProjection(),
+        "history": HistoryProjection(),
+        "subject": SubjectProjection(),
+    }
 
 
 async def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
@@ -129,9 +178,30 @@ async def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
     clock = clock or SystemClock()
     calendar = WorkingCalendar()
     committer = Committer(app, clock, max_batch=settings.commit_batch_max)
-    runners = {"listings": ProjectionRunner(pool, ListingsProjection())}
+    runners = {
+        name: ProjectionRunner(pool, p, batch_size=getattr(p, "batch_size", 2000))
+        for name, p in projections().items()
+    }
     for runner in runners.values():
         await runner.setup()
+    subject = build_subject_side(
+        settings=settings,
+        app=app,
+        pool=pool,
+        committer=committer,
+        listing_rules=settings.listing_rules(),
+        calendar=calendar,
+        clock=clock,
+    )
+    runners[subject.policy.name] = ProjectionRunner(pool, subject.policy)
+    await runners[subject.policy.name].setup()
+    await subject.setup(pool)
+    scheduler = Scheduler(pool, committer, clock)
+    for job in subject.jobs:
+        scheduler.add_job(job)
+    await scheduler.setup()
+    audit = await AuditLog.create(pool, settings, clock, runners)
+    webhooks = await webhook_worker(settings, pool, clock)
     return Hub(
         settings=settings,
         clock=clock,
@@ -142,4 +212,47 @@ async def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
         listings=ListingService(committer, settings.listing_rules(), calendar, clock),
         agencies=Agencies(pool, settings.admin_key),
         runners=runners,
+        scheduler=scheduler,
+        relay=relay(settings),
+        audit=audit,
+        subject=subject,
+        checks=build_checks(
+            app=app,
+            committer=committer,
+            pool=pool,
+            clock=clock,
+            settings=settings,
+        ),
+        webhooks=webhooks,
+        subscriptions=SubscriptionService(pool, clock, webhooks),
+        regional=docking(settings, pool, committer),
+    )
+
+
+async def webhook_worker(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> WebhookWorker:
+    """The webhook tables and worker (it runs only where `HUB_RUN_WEBHOOKS` is true)."""
+    config = WebhookConfig(
+        database_schema=settings.database_schema,
+        hub_id=settings.hub_id,
+        max_attempts=settings.webhook_max_attempts,
+    )
+    worker = WebhookWorker(pool, config, clock.now)
+    await worker.setup()
+    return worker
+
+
+def relay(settings: Settings) -> Relay | None:
+    """The JetStream relay, when a NATS URL is set (`hub up` sets the embedded one)."""
+    if not settings.nats_url or not settings.database_url:
+        return None
+    return Relay(
+        RelayConfig(
+            database_url=settings.database_url,
+            nats_url=settings.nats_url,
+            database_schema=settings.database_schema,
+            stream=settings.nats_stream,
+            subject_prefix=settings.nats_subject_prefix,
+            replicas=settings.nats_replicas,
+            hub_id=settings.hub_id,
+        )
     )

@@ -4,6 +4,8 @@
     hub serve         the API against external servers (HUB_DATABASE_URL, HUB_NATS_URL)
     hub events tail   print the credit log as JSON lines, optionally following it
     hub settings      every HUB_ variable with its value and meaning
+    hub replay        rebuild a read model from position 0; `--verify` compares it with a replay
+    hub project       run the read-model projections in a process of their own
 
 `hub up` writes `<data dir>/hub.env` with the URLs it started, so the other commands find the
 embedded servers without any variable set.
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -95,11 +98,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         admin_key, created = (
             (settings.admin_key, False) if settings.admin_key else _admin_key(data_dir)
         )
+        from hub.cli_audit import signing_key  # noqa: PLC0415 - the log's key in the data dir
+
         settings = replace(
             settings,
             database_url=database_url,
             nats_url=nats_url,
             admin_key=admin_key,
+            log_signing_key=signing_key(settings, data_dir),
             port=args.port or settings.port,
             data_dir=str(data_dir),
         )
@@ -113,6 +119,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"admin key {admin_key}  (saved in {data_dir / 'admin_key'})", flush=True)
         else:
             print(f"admin key in {data_dir / 'admin_key'} or HUB_ADMIN_KEY", flush=True)
+        # uvicorn re-raises SIGTERM after its shutdown, which would kill us before the
+        # servers we started are stopped: turn it into a normal exit that unwinds the stack.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         _serve(settings)
     return 0
 
@@ -186,6 +195,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start embedded PostgreSQL and NATS, then the API")
     up.add_argument("--port", type=int, default=None, help="API port (default 8080)")
+    up.add_argument("--data-dir", default=argparse.SUPPRESS, help="as `hub --data-dir`")
     up.set_defaults(func=cmd_up)
     serve = sub.add_parser("serve", help="serve the API against external servers")
     serve.add_argument("--port", type=int, default=None)
@@ -200,6 +210,15 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--limit", type=int, default=0, help="stop after this many events")
     tail.set_defaults(func=cmd_events_tail)
     sub.add_parser("settings", help="show every setting").set_defaults(func=cmd_settings)
+    from hub import cli_replay  # noqa: PLC0415 - keeps `hub --help` light
+
+    cli_replay.register(sub)
+    from hub import cli_batch  # noqa: PLC0415 - `hub import` / `hub export`
+
+    cli_batch.register(sub)
+    from hub import cli_audit  # noqa: PLC0415 - `hub audit export` / `hub audit verify`
+
+    cli_audit.register(sub)
     return top
 
 

@@ -6,7 +6,15 @@ from __future__ import annotations
 import logging
 import sys
 
+import msgspec
 import structlog
+
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+def _serialize(event: object, **_: object) -> bytes:
+    """structlog passes `default=`; msgspec's encoder has its own hook."""
+    return _encoder.encode(event)
 
 
 def configure_logging(level: str = "info") -> None:
@@ -20,9 +28,9 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_serialize),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )

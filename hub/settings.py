@@ -31,6 +31,15 @@ class Settings:
         default=None,
         metadata=_doc("NATS URL (a cluster may be comma-separated); unset: the embedded server."),
     )
+    nats_stream: str = field(
+        default="CREDIT", metadata=_doc("JetStream stream the relay publishes the log to.")
+    )
+    nats_subject_prefix: str = field(
+        default="credit", metadata=_doc("First token of every subject the relay publishes.")
+    )
+    nats_replicas: int = field(
+        default=1, metadata=_doc("Replicas of the relay's stream (3 on a 3-node cluster).")
+    )
     admin_key: str | None = field(
         default=None,
         metadata=_doc("The admin API key; `hub up` generates one into the data dir when unset."),
@@ -59,6 +68,57 @@ class Settings:
     objection_answer_days: int = field(
         default=10, metadata=_doc("Working days an authority has to answer an objection.")
     )
+    repair_decision_days: int = field(
+        default=3,
+        metadata=_doc("Working days an authority has to accept or reject a repair application."),
+    )
+    repair_answer_days: int = field(
+        default=10,
+        metadata=_doc(
+            "Working days from receipt until a repair application is approved or denied."
+        ),
+    )
+    report_answer_days: int = field(
+        default=15, metadata=_doc("Working days an agency has to answer a public report.")
+    )
+    unrepairable: str = field(
+        default="domain=courts",
+        metadata=_doc(
+            "Listings that credit repair cannot end, as comma-separated KEY=VALUE selectors "
+            "(keys: domain, list, severity). Default: court judgment defaulters (domain=courts), "
+            "who leave by the court's own procedure. Empty: everything is repairable."
+        ),
+    )
+    public_minor: bool = field(
+        default=False,
+        metadata=_doc("Publish minor (轻微) listings in the public view (rules allow either)."),
+    )
+    public_requests_per_minute: int = field(
+        default=120, metadata=_doc("Public view requests per client IP per minute (burst alike).")
+    )
+    public_reports_per_hour: int = field(
+        default=10, metadata=_doc("Public reports accepted per client IP per hour.")
+    )
+    commitment_breach_lists: str = field(
+        default="*=watchlist",
+        metadata=_doc(
+            "The list a breached commitment puts its committer on, per commitment type: "
+            "TYPE=LIST pairs, '*' for any type, LIST 'none' for no listing."
+        ),
+    )
+    log_signing_key: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Ed25519 note signer key of the audit log (PRIVATE+KEY+<name>+<hash>+<key>); `hub up`"
+            " generates one into the data dir when unset. Its name is the log's origin."
+        ),
+    )
+    tree_head_every_events: int = field(
+        default=1000, metadata=_doc("Sign a tree head after at most this many new log events.")
+    )
+    tree_head_every_seconds: int = field(
+        default=10, metadata=_doc("Sign a tree head at most this many seconds after an event.")
+    )
     commit_batch_max: int = field(
         default=256, metadata=_doc("Most commands the group committer saves in one transaction.")
     )
@@ -69,6 +129,45 @@ class Settings:
         metadata=_doc(
             "Run the projections in this process (one process holds each, by advisory lock)."
         ),
+    )
+    run_scheduler: bool = field(
+        default=True,
+        metadata=_doc(
+            "Run the scheduler in this process: appends expiries and notice-window ends when"
+            " due (one process leads, by advisory lock)."
+        ),
+    )
+    run_webhooks: bool = field(
+        default=True,
+        metadata=_doc(
+            "Run the webhook worker in this process: fans the log out to subscriptions and"
+            " delivers (one process leads, by advisory lock)."
+        ),
+    )
+    webhook_max_attempts: int = field(
+        default=8,
+        metadata=_doc(
+            "Attempts of a webhook delivery before it is dead-lettered (then redeliver by API)."
+        ),
+    )
+    regional_peers: str = field(
+        default="",
+        metadata=_doc(
+            "Hubs to dock with (docs/REGIONAL.md): comma-separated HUB_ID=JS_DOMAIN[/STREAM"
+            "[/PREFIX]], the peer's JetStream domain reached over a leafnode; stream and prefix"
+            " default to this hub's own. Empty: no regional docking."
+        ),
+    )
+    regional_recognise: str = field(
+        default="blacklist:*,market_ban:*",
+        metadata=_doc(
+            "Peer listings this hub recognises and appends, as LIST:DOMAIN pairs ('*' for any),"
+            " e.g. 'blacklist:*,market_ban:taxation'."
+        ),
+    )
+    regional_stream: str = field(
+        default="REGIONAL_IN",
+        metadata=_doc("JetStream stream that sources the peers' listings (regional docking)."),
     )
 
     @classmethod
@@ -104,6 +203,7 @@ class Settings:
         rows = []
         for item in fields(self):
             value = getattr(self, item.name)
-            shown = "(set)" if item.name == "admin_key" and value else str(value)
+            secret = item.name in ("admin_key", "log_signing_key")
+            shown = "(set)" if secret and value else str(value)
             rows.append((f"HUB_{item.name.upper()}", shown, item.metadata.get("doc", "")))
         return rows

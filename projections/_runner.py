@@ -154,8 +154,10 @@ class ProjectionRunner:
 
     async def run(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:
         """Hold the projection's lock, then follow the log until `stop` is set."""
-        key = zlib.crc32(f"projection:{self.name}".encode())
         async with self.pool.acquire() as lock_conn:
+            # advisory locks are per database: the schema keeps hubs in other schemas apart
+            schema = await lock_conn.fetchval("SELECT current_schema()")
+            key = zlib.crc32(f"projection:{schema}:{self.name}".encode())
             while not stop.is_set():
                 if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     break

@@ -8,6 +8,7 @@ no objection pending), has started, and has not expired: expiry counts from the 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -83,6 +84,10 @@ _UPSERT = (
 )
 
 
+_record = operator.itemgetter(*COLUMNS)
+"""A row as a tuple in `COLUMNS` order."""
+
+
 def _apply(row: dict[str, Any], event: RawEvent, payload: ev.EventPayload) -> None:
     match payload:
         case ev.ListingObjected():
@@ -149,7 +154,8 @@ class ListingsProjection:
         if not decoded:
             return
         rows: dict[UUID, dict[str, Any]] = {}
-        missing = {e.originator_id for e, p in decoded if not isinstance(p, ev.ListingRegistered)}
+        created = {e.originator_id for e, p in decoded if isinstance(p, ev.ListingRegistered)}
+        missing = {e.originator_id for e, p in decoded if e.originator_id not in created}
         if missing:
             for record in await conn.fetch(
                 f"SELECT {', '.join(COLUMNS)} FROM listings WHERE listing_id = ANY($1::uuid[])",
@@ -161,16 +167,21 @@ class ListingsProjection:
                 rows[event.originator_id] = _new_row(event, payload)
             elif event.originator_id in rows:
                 _apply(rows[event.originator_id], event, payload)
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS _listings_stage "
-            "(LIKE listings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        await conn.copy_records_to_table(
-            "_listings_stage",
-            records=[tuple(r[c] for c in COLUMNS) for r in rows.values()],
-            columns=COLUMNS,
-        )
-        await conn.execute(_UPSERT)
+        new = [_record(r) for key, r in rows.items() if key in created]
+        changed = [_record(r) for key, r in rows.items() if key not in created]
+        if new:
+            try:  # rows registered in this batch are new: plain COPY, no staging, no conflict
+                async with conn.transaction():
+                    await conn.copy_records_to_table("listings", records=new, columns=COLUMNS)
+            except asyncpg.UniqueViolationError:  # a registration applied before: overwrite
+                changed += new
+        if changed:
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _listings_stage "
+                "(LIKE listings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            await conn.copy_records_to_table("_listings_stage", records=changed, columns=COLUMNS)
+            await conn.execute(_UPSERT)
 
 
 async def subject_listings(

@@ -6,3 +6,8 @@ Each family (catalogue, commitments, repairs, reports, regional, ...) lives in i
 """
 
 from __future__ import annotations
+
+from schemas import (
+    catalogue_events,  # noqa: F401 - the measure catalogue
+    subject_events,  # noqa: F401 - commitments, repairs, public reports
+)

@@ -71,6 +71,10 @@ class ListingDelisted(EventPayload, kw_only=True):
     effective_at: datetime
 
 
+class ListingPublicationEnded(EventPayload, kw_only=True):
+    ended_at: datetime
+
+
 class EventType(Struct, frozen=True):
     """How a topic is named on the wire and which Struct decodes it."""
 
@@ -87,6 +91,7 @@ EVENT_TYPES: dict[str, EventType] = {
     f"{_LISTING}.TookEffect": EventType("listing.took_effect", ListingTookEffect),
     f"{_LISTING}.Amended": EventType("listing.amended", ListingAmended),
     f"{_LISTING}.Delisted": EventType("listing.delisted", ListingDelisted),
+    f"{_LISTING}.PublicationEnded": EventType("listing.publication_ended", ListingPublicationEnded),
 }
 
 _decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {

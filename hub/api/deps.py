@@ -9,6 +9,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
+from hub.api.strict import check_body
 from hub.bootstrap import Hub
 from hub.credit.service import Agency
 
@@ -22,6 +23,7 @@ async def provide_agency(request: Request[Any, Any, Any], state: State) -> Agenc
     hub: Hub = state.hub
     agency = await hub.agencies.authenticate(request.headers.get("authorization"))
     structlog.contextvars.bind_contextvars(agency=agency.code)
+    await check_body(request, request.route_handler)  # after authentication: 401 comes first
     return agency
 
 

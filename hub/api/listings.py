@@ -158,6 +158,13 @@ async def subject_profile(
     agency: AgencyDep,
     hub: HubDep,
     min_position: Annotated[int | None, QueryParameter(ge=0)] = None,
+    *,
+    as_of: Annotated[
+        str | None, QueryParameter(description="effective time, RFC 3339 (docs/AUDIT.md)")
+    ] = None,
+    known_at: Annotated[
+        str | None, QueryParameter(description="recorded time: RFC 3339 or a log position")
+    ] = None,
 ) -> SubjectProfile:
     require_scope(agency, "publish", "check", "audit", "subscribe")
     try:
@@ -168,6 +175,10 @@ async def subject_profile(
         from hub.errors import Unavailable  # noqa: PLC0415
 
         raise Unavailable("the read model has not reached min_position yet", retry_after=1)
+    if as_of is not None or known_at is not None:
+        from hub.audit.asof import subject_as_of  # noqa: PLC0415 - the audit timelines
+
+        return await subject_as_of(hub, subject, as_of, known_at)
     now = hub.clock.now()
     async with hub.pool.acquire() as conn:
         active, pending = await subject_listings(conn, subject, now)

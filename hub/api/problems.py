@@ -21,6 +21,7 @@ PROBLEM = "application/problem+json"
 TYPE_BASE = "https://credit-hub.example/problems/"
 _AT = re.compile(r"at `\$\.?([^`]*)`")
 _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]*)`")
 
 
 def problem(
@@ -49,21 +50,24 @@ def field_of(message: str) -> str | None:
     """The dotted field path in a msgspec message such as "... - at `$.subject.id`"."""
     found = _AT.search(message)
     path = found.group(1).replace("[", ".").replace("]", "") if found else ""
-    unknown = _UNKNOWN.search(message)
-    if unknown:
-        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+    named = _UNKNOWN.search(message) or _MISSING.search(message)
+    if named:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
     return path or None
 
 
 def on_hub_error(request: Request[Any, Any, Any], exc: HubError) -> Response[dict[str, Any]]:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+    if exc.status == 401:  # noqa: PLR2004 - HTTP requires the challenge on every 401
+        headers["WWW-Authenticate"] = 'Bearer realm="credit-hub"'
+
     return problem(
         exc.status,
         exc.title,
         exc.detail,
         kind=exc.kind,
         instance=request.url.path,
-        headers=headers,
+        headers=headers or None,
         field=exc.field,
         rule=exc.rule,
     )
@@ -94,6 +98,8 @@ def on_validation(
 
 
 def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    # Litestar answers 400 itself only when it cannot read the body (malformed JSON)
+    field = "body" if exc.status_code == 400 else None  # noqa: PLR2004
     return problem(
         exc.status_code,
         str(exc.detail) or "Error",
@@ -101,6 +107,7 @@ def on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dic
         kind=f"http-{exc.status_code}",
         instance=request.url.path,
         headers=exc.headers,
+        field=field,
     )
 
 

@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import StoredEvent, Transcoder
+from eventsourcing.persistence import IntegrityError, StoredEvent, Transcoder
 
 from hub.credit.domainmodel import Listing
 from schemas.codec import decode_state, encode_state
@@ -64,6 +65,55 @@ class CreditApplication(Application[UUID]):
             position = row["notification_id"]
         return aggregate, position
 
+    def existing_ids(self, aggregate_ids: list[UUID]) -> set[UUID]:
+        """Which of these aggregates already have events in the log (one indexed query)."""
+        if not aggregate_ids:
+            return set()
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        sql = (
+            f'SELECT originator_id FROM "{datastore.schema}".{EVENTS_TABLE} '
+            "WHERE originator_id = ANY(%s) AND originator_version = 1"
+        )
+        with datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(sql, (aggregate_ids,))
+            return {row["originator_id"] for row in curs.fetchall()}
+
+    def append_new(self, aggregates: list[Aggregate]) -> dict[UUID, int]:
+        """Append the pending events of new aggregates with one COPY; their last positions.
+
+        The same rows `save()` writes, under the same `LOCK TABLE ... IN EXCLUSIVE MODE`, so
+        positions still follow commit order; a primary-key clash (a concurrent writer created
+        one of them) raises IntegrityError and writes nothing.
+        """
+        stored = [
+            self.mapper.to_stored_event(event)
+            for aggregate in aggregates
+            for event in aggregate.collect_events()
+        ]
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        table = f'"{datastore.schema}".{EVENTS_TABLE}'
+        ids = [aggregate.id for aggregate in aggregates]
+        try:
+            with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+                curs.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+                columns = "originator_id, originator_version, topic, state"
+                with curs.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["uuid", "int8", "text", "bytea"])
+                    for item in stored:
+                        copy.write_row(
+                            (item.originator_id, item.originator_version, item.topic, item.state)
+                        )
+                curs.execute(
+                    f"SELECT originator_id, max(notification_id) AS position FROM {table} "
+                    "WHERE originator_id = ANY(%s) GROUP BY originator_id",
+                    (ids,),
+                )
+                positions = {row["originator_id"]: row["position"] for row in curs.fetchall()}
+                curs.execute(f"NOTIFY {EVENTS_TABLE}")
+        except psycopg.errors.UniqueViolation as exc:
+            raise IntegrityError(exc) from exc
+        return positions
+
 
 class UnitOfWork:
     """The aggregates that one batch of commands reads and changes.
@@ -79,12 +129,20 @@ class UnitOfWork:
         self.optimistic = optimistic
         self._cache: dict[UUID, Aggregate | None] = {}
         self._positions: dict[UUID, int] = {}
+        self._marks: dict[UUID, int] = {}
+
+    def _touch(self, aggregate_id: UUID) -> None:
+        """Remember how many events an aggregate had pending when the command first touched it."""
+        if aggregate_id not in self._marks:
+            found = self._cache.get(aggregate_id)
+            self._marks[aggregate_id] = len(found.pending_events) if found is not None else 0
 
     def get(self, aggregate_id: UUID) -> Aggregate | None:
         if aggregate_id not in self._cache:
             aggregate, position = self.app.load(aggregate_id)
             self._cache[aggregate_id] = aggregate
             self._positions[aggregate_id] = position
+        self._touch(aggregate_id)
         return self._cache[aggregate_id]
 
     def get_for_create(self, aggregate_id: UUID) -> Aggregate | None:
@@ -97,19 +155,23 @@ class UnitOfWork:
         return found if isinstance(found, Listing) else None
 
     def add(self, aggregate: Aggregate) -> None:
+        self._touch(aggregate.id)
         self._cache[aggregate.id] = aggregate
 
     def position(self, aggregate_id: UUID) -> int:
         """The stored position of an aggregate's last event before this batch (0: none)."""
         return self._positions.get(aggregate_id, 0)
 
-    def pending_counts(self) -> dict[UUID, int]:
-        return {k: len(v.pending_events) for k, v in self._cache.items() if v is not None}
+    def begin_command(self) -> None:
+        """Start tracking the aggregates that the next command touches."""
+        self._marks = {}
 
-    def new_events_since(self, counts: dict[UUID, int]) -> Iterator[object]:
-        for key, aggregate in self._cache.items():
+    def command_events(self) -> Iterator[object]:
+        """The events that the current command added (to the aggregates it touched)."""
+        for key, mark in self._marks.items():
+            aggregate = self._cache.get(key)
             if aggregate is not None:
-                yield from aggregate.pending_events[counts.get(key, 0) :]
+                yield from aggregate.pending_events[mark:]
 
     def aggregates(self) -> list[Aggregate]:
         return [a for a in self._cache.values() if a is not None and a.pending_events]

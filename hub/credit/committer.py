@@ -121,15 +121,13 @@ class Committer:
         uow = UnitOfWork(self.app, self.clock.now(), optimistic=optimistic)
         outcomes: list[_Outcome] = []
         for item in items:
-            before = uow.pending_counts()
+            uow.begin_command()
             try:
                 result = item.command(uow)
             except HubError as exc:
                 outcomes.append(_Outcome(item, error=exc))
                 continue
-            outcomes.append(
-                _Outcome(item, result=result, events=list(uow.new_events_since(before)))
-            )
+            outcomes.append(_Outcome(item, result=result, events=list(uow.command_events())))
         aggregates = uow.aggregates()
         positions: dict[int, int] = {}
         if aggregates:

@@ -269,3 +269,25 @@ class Listing(Aggregate):
             aggregate.status = "delisted"
             aggregate.delist_reason = self.reason
             aggregate.delisted_at = self.effective_at
+
+    # -- publication end (added for the subject side; see hub/subject/publication.py) -----
+
+    publication_ended_at: datetime | None = None
+
+    def end_publication(self, *, ended_at: datetime, now: datetime) -> bool:
+        """Record that the maximum publication period ended; False when nothing to record.
+
+        Publication stops by itself (public view, sharing); a listing still in force (a
+        permanent market ban) keeps its status: only its publication ends.
+        """
+        if self.status == "delisted" or self.publication_ended_at is not None or ended_at > now:
+            return False
+        self.trigger_event(self.PublicationEnded, ended_at=ended_at, timestamp=now)
+        return True
+
+    class PublicationEnded(Aggregate.Event):
+        ended_at: datetime
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Listing)  # noqa: S101
+            aggregate.publication_ended_at = self.ended_at

@@ -9,6 +9,7 @@ content it is a conflict.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,13 +17,14 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from eventsourcing.persistence import IntegrityError
 
 from hub.clock import Clock
 from hub.credit.application import UnitOfWork
 from hub.credit.committer import Committer
 from hub.credit.domainmodel import Listing, listing_id_for
 from hub.credit.rules import ListingRules
-from hub.errors import Conflict, Forbidden, InputError, NotFound, RuleViolation
+from hub.errors import Conflict, Forbidden, HubError, InputError, NotFound, RuleViolation
 from hub.workdays import WorkingCalendar
 from schemas.codec import canonical_json
 from schemas.identifiers import IdentifierError, parse_subject_id, validate_region
@@ -98,9 +100,15 @@ class ListingService:
         for name in ("severity", "intent"):
             given = getattr(body, name) is not None
             if punitive and not given:
-                raise InputError(f"{name} is required on the {body.list}", field=name)
+                raise RuleViolation(
+                    f"{name} is required on the {body.list}", field=name, rule=f"{name}.required"
+                )
             if not punitive and given:
-                raise InputError(f"{name} applies to punitive lists only", field=name)
+                raise RuleViolation(
+                    f"{name} applies to punitive lists only",
+                    field=name,
+                    rule=f"{name}.punitive_only",
+                )
         self._check_period(body.list, body.severity, body.effective_from, body.effective_until)
         return str(subject), region
 
@@ -115,8 +123,10 @@ class ListingService:
                 )
             return
         if end <= start:
-            raise InputError(
-                "effective_until must be after effective_from", field="effective_until"
+            raise RuleViolation(
+                "effective_until must be after effective_from",
+                field="effective_until",
+                rule="period.order",
             )
         latest = self.rules.latest_end(list_name, severity, start)
         if latest is not None and end > latest and list_name != "market_ban":
@@ -133,7 +143,6 @@ class ListingService:
         subject_id, region = self._check_new(agency, body)
         digest = _digest(body)
         listing_id = listing_id_for(agency.code, body.basis.decision_no)
-        notice_days = self.rules.notice_days if body.notice_days is None else body.notice_days
 
         def command(uow: UnitOfWork) -> tuple[str, bool, int]:
             existing = uow.get_for_create(listing_id)
@@ -147,27 +156,8 @@ class ListingService:
                         rule="listing.decision_conflict",
                     )
                 return existing.status_at(uow.now), False, uow.position(listing_id)
-            notice_until = self.calendar.deadline(uow.now, notice_days) if notice_days > 0 else None
-            listing = Listing.register(
-                listing_id=listing_id,
-                now=uow.now,
-                subject_id=subject_id,
-                subject_name=body.subject.name,
-                list=body.list,
-                domain=body.domain,
-                severity=body.severity,
-                intent=body.intent,
-                decision_no=body.basis.decision_no,
-                legal_basis=body.basis.legal_basis,
-                facts=body.basis.facts,
-                region=region,
-                authority=agency.code,
-                effective_from=body.effective_from,
-                effective_until=body.effective_until,
-                notice_until=notice_until,
-                digest=digest,
-                origin_hub=None,
-                origin_position=None,
+            listing = self._new_listing(
+                agency, body, subject_id=subject_id, region=region, digest=digest, now=uow.now
             )
             uow.add(listing)
             return listing.status_at(uow.now), True, 0
@@ -175,6 +165,89 @@ class ListingService:
         (status, created, old_position), position = await self.committer.submit(command)
         result = CommandResult(str(listing_id), status, position or old_position)
         return result, created
+
+    def _new_listing(
+        self,
+        agency: Agency,
+        body: NewListing,
+        *,
+        subject_id: str,
+        region: str,
+        digest: str,
+        now: datetime,
+    ) -> Listing:
+        notice_days = self.rules.notice_days if body.notice_days is None else body.notice_days
+        return Listing.register(
+            listing_id=listing_id_for(agency.code, body.basis.decision_no),
+            now=now,
+            subject_id=subject_id,
+            subject_name=body.subject.name,
+            list=body.list,
+            domain=body.domain,
+            severity=body.severity,
+            intent=body.intent,
+            decision_no=body.basis.decision_no,
+            legal_basis=body.basis.legal_basis,
+            facts=body.basis.facts,
+            region=region,
+            authority=agency.code,
+            effective_from=body.effective_from,
+            effective_until=body.effective_until,
+            notice_until=self.calendar.deadline(now, notice_days) if notice_days > 0 else None,
+            digest=digest,
+            origin_hub=None,
+            origin_position=None,
+        )
+
+    async def register_many(
+        self, items: list[tuple[Agency, NewListing]]
+    ) -> list[tuple[CommandResult, bool] | HubError]:
+        """Register many new decisions at once (batch import): one COPY under the log's lock.
+
+        Rows that fail a rule answer their error; decisions already in the log, or a bulk write
+        that meets a concurrent writer, go through `register` one by one, so the answers are
+        exactly those of `POST /v1/listings`.
+        """
+        now = self.clock.now()
+        answers: list[tuple[CommandResult, bool] | HubError | None] = [None] * len(items)
+        fresh: dict[UUID, tuple[int, Listing]] = {}
+        for i, (agency, body) in enumerate(items):
+            try:
+                subject_id, region = self._check_new(agency, body)
+            except HubError as exc:
+                answers[i] = exc
+                continue
+            listing = self._new_listing(
+                agency, body, subject_id=subject_id, region=region, digest=_digest(body), now=now
+            )
+            fresh.setdefault(listing.id, (i, listing))  # a repeat in the batch goes one by one
+        for i, listing, position in await self._append_fresh(fresh):
+            status: Any = listing.status_at(now)
+            answers[i] = (CommandResult(str(listing.id), status, position), True)
+        for i, (agency, body) in enumerate(items):
+            if answers[i] is None:
+                try:
+                    answers[i] = await self.register(agency, body)
+                except HubError as exc:
+                    answers[i] = exc
+        return [a for a in answers if a is not None]
+
+    async def _append_fresh(
+        self, fresh: dict[UUID, tuple[int, Listing]]
+    ) -> list[tuple[int, Listing, int]]:
+        """COPY the decisions not yet in the log: (item index, listing, position) written."""
+        app = self.committer.app
+        for listing_id in await asyncio.to_thread(app.existing_ids, list(fresh)):
+            del fresh[listing_id]
+        if not fresh:
+            return []
+        try:
+            positions = await asyncio.to_thread(
+                app.append_new, [item[1] for item in fresh.values()]
+            )
+        except IntegrityError:  # a concurrent writer: everything goes one by one
+            return []
+        return [(i, listing, positions[listing.id]) for i, listing in fresh.values()]
 
     # -- changes to an existing listing -------------------------------------------------
 
@@ -234,8 +307,10 @@ class ListingService:
             if listing.list not in PUNITIVE_LISTS and (
                 "severity" in changes or "intent" in changes
             ):
-                raise InputError(
-                    "severity and intent apply to punitive lists only", field="severity"
+                raise RuleViolation(
+                    "severity and intent apply to punitive lists only",
+                    field="severity",
+                    rule="severity.punitive_only",
                 )
             self._check_period(
                 listing.list,

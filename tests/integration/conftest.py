@@ -31,7 +31,11 @@ def fx_clock() -> SettableClock:
 
 @pytest.fixture(name="settings")
 def fx_settings(db) -> Settings:
-    return Settings(database_url=db.url, database_schema=db.schema, admin_key=ADMIN_KEY)
+    # The scheduler would append expiries on its own as tests move the clock; tests that
+    # need it call `hub.scheduler.run_once()` so that what happens is decided by the test.
+    return Settings(
+        database_url=db.url, database_schema=db.schema, admin_key=ADMIN_KEY, run_scheduler=False
+    )
 
 
 @pytest.fixture(name="client")

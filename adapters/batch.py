@@ -1,0 +1,291 @@
+"""Batch docking with city and county systems: the Chinese-header listing template.
+
+A row of the template becomes a `schemas.listing.NewListing` plus the code of its determining
+authority (认定部门), or a list of `RowError` (row number, column header, reason). Rows are
+numbered as a spreadsheet shows them: the header is row 1, the first listing row 2. Reading
+and writing the files themselves (CSV, XLSX) is in `adapters.batch_files`; the exact template
+is documented in `docs/BATCH.md`.
+
+Dates are China dates (UTC+8). 列入日期 D starts the listing at 00:00 on D; 有效期至 D keeps it
+in force through D, so it ends at 00:00 on the next day. A value with a time of day is that
+exact instant (with its offset, or China time without one); export writes such instants in
+full so that a round trip changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from schemas.identifiers import IdentifierError, validate_cnid, validate_uscc
+from schemas.listing import NewListing
+
+CHINA: Final = ZoneInfo("Asia/Shanghai")
+
+NAME, USCC, CNID = "主体名称", "统一社会信用代码", "身份证号码"
+LIST, AUTHORITY, BASIS, DECISION = "名单类型", "认定部门", "认定依据", "决定文书号"
+FACTS, DOMAIN, SEVERITY, INTENT = "失信行为", "领域", "严重程度", "主观故意"
+REGION, START, UNTIL = "行政区划", "列入日期", "有效期至"
+
+TEMPLATE: Final = (NAME, USCC, CNID, LIST, AUTHORITY, BASIS, DECISION, FACTS, DOMAIN)
+TEMPLATE_TAIL: Final = (SEVERITY, INTENT, REGION, START, UNTIL)
+HEADERS: Final = TEMPLATE + TEMPLATE_TAIL
+"""Every column of the template, in the order export writes them."""
+REQUIRED: Final = frozenset(HEADERS) - {USCC, CNID, AUTHORITY, SEVERITY, INTENT}
+"""Columns a file must have; it must also have 统一社会信用代码 or 身份证号码 (or both)."""
+
+LISTS: Final = {
+    "严重失信主体名单": "blacklist",
+    "重点关注名单": "watchlist",
+    "市场禁入名单": "market_ban",
+    "守信激励对象名单": "redlist",
+}
+SEVERITIES: Final = {"轻微": "minor", "一般": "general", "严重": "severe"}
+INTENTS: Final = {"故意": "intentional", "无意": "unintentional"}
+DOMAINS: Final = {
+    "税务": "taxation",
+    "生态环境": "environment",
+    "市场监管": "market_regulation",
+    "食品药品": "food_drug",
+    "住房城乡建设": "construction",
+    "交通运输": "transport",
+    "人力资源社会保障": "human_resources",
+    "金融": "finance",
+    "司法": "courts",
+    "海关": "customs",
+}
+"""Chinese names accepted in 领域 for the default catalogue; the domain code is accepted too."""
+
+FIELD_COLUMNS: Final = {
+    "subject.name": NAME,
+    "list": LIST,
+    "domain": DOMAIN,
+    "severity": SEVERITY,
+    "intent": INTENT,
+    "basis.decision_no": DECISION,
+    "basis.legal_basis": BASIS,
+    "basis.facts": FACTS,
+    "region": REGION,
+    "effective_from": START,
+    "effective_until": UNTIL,
+    "authority": AUTHORITY,
+}
+
+_DATE_FORMATS: Final = ("%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d", "%Y年%m月%d日", "%Y%m%d")
+_ONE_DAY: Final = timedelta(days=1)
+
+
+class BatchFileError(ValueError):
+    """The file as a whole cannot be read: unknown format, missing header columns."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    row: int
+    column: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRow:
+    row: int
+    authority: str | None
+    listing: NewListing
+
+
+class BatchRecord(msgspec.Struct, kw_only=True):
+    """One listing as export writes it (API vocabulary; the writer translates)."""
+
+    subject_id: str
+    subject_name: str
+    list: str
+    authority: str
+    legal_basis: str
+    decision_no: str
+    facts: str
+    domain: str
+    severity: str | None
+    intent: str | None
+    region: str
+    effective_from: datetime
+    effective_until: datetime | None
+
+
+def column_of(field: str | None, subject_column: str) -> str:
+    """The template column that an API field path (from a refusal) refers to."""
+    if field is None:
+        return ""
+    if field.startswith("subject.id"):
+        return subject_column
+    return FIELD_COLUMNS.get(field, field)
+
+
+def check_header(columns: list[str]) -> None:
+    missing = [c for c in HEADERS if c in REQUIRED and c not in columns]
+    if USCC not in columns and CNID not in columns:
+        missing.insert(1, f"{USCC} or {CNID}")
+    if missing:
+        raise BatchFileError(f"the header lacks the columns: {', '.join(missing)}")
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _to_instant(value: object, *, end: bool) -> datetime:
+    """A cell as an instant; whole days as explained in the module docstring."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            return value
+        if value.time() != time(0):
+            return value.replace(tzinfo=CHINA)
+        day = value.date()
+    elif isinstance(value, date):
+        day = value
+    else:
+        text = str(value).strip()
+        day_or_none = None
+        if len(text) == 10 and text[4] == "-":  # noqa: PLR2004 - YYYY-MM-DD, the common case
+            with contextlib.suppress(ValueError):
+                day_or_none = date.fromisoformat(text)
+        for fmt in () if day_or_none else _DATE_FORMATS:
+            try:
+                day_or_none = datetime.strptime(text, fmt).date()  # noqa: DTZ007 - a date only
+                break
+            except ValueError:
+                continue
+        if day_or_none is None:
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(
+                    f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
+                ) from None
+            return moment if moment.tzinfo else moment.replace(tzinfo=CHINA)
+        day = day_or_none
+    return datetime.combine(day + _ONE_DAY if end else day, time(0), CHINA)
+
+
+Fail = Callable[[str, str], None]
+
+
+def _lookup(value: str | None, names: dict[str, str], column: str, fail: Fail) -> str | None:
+    if value is None or value in names.values():
+        return value
+    if value in names:
+        return names[value]
+    fail(column, f"{value!r} is not one of {', '.join(names)}")
+    return None
+
+
+def _subject(text: dict[str, str | None], fail: Fail) -> str | None:
+    uscc, cnid = text.get(USCC), text.get(CNID)
+    try:
+        if uscc is not None:
+            return "uscc:" + validate_uscc(uscc)
+        if cnid is not None:
+            return "cnid:" + validate_cnid(cnid)
+    except IdentifierError as exc:
+        fail(USCC if uscc is not None else CNID, exc.reason)
+        return None
+    fail(USCC, f"a value is required in {USCC} (organisations) or {CNID} (people)")
+    return None
+
+
+def _dates(values: dict[str, object], fail: Fail) -> dict[str, datetime | None]:
+    dates: dict[str, datetime | None] = {"effective_from": None, "effective_until": None}
+    for key, column in (("effective_from", START), ("effective_until", UNTIL)):
+        raw = values.get(column)
+        if _text(raw) is not None:
+            try:
+                dates[key] = _to_instant(raw, end=column == UNTIL)
+            except ValueError as exc:
+                fail(column, str(exc))
+    return dates
+
+
+def parse_row(row: int, values: dict[str, object]) -> ParsedRow | list[RowError]:
+    """One template row as a listing command, or every problem found in it (in column order)."""
+    text = {column: _text(value) for column, value in values.items()}
+    errors: list[RowError] = []
+
+    def fail(column: str, reason: str) -> None:
+        errors.append(RowError(row, column, reason))
+
+    for column in HEADERS:
+        if column in REQUIRED and column != UNTIL and text.get(column) is None:
+            fail(column, "a value is required")
+    subject_id = _subject(text, fail)
+    domain = text.get(DOMAIN)
+    body: dict[str, Any] = {
+        "subject": {"id": subject_id, "name": text.get(NAME)},
+        "list": _lookup(text.get(LIST), LISTS, LIST, fail),
+        "domain": DOMAINS.get(domain or "", domain),
+        "basis": {
+            "decision_no": text.get(DECISION),
+            "legal_basis": text.get(BASIS),
+            "facts": text.get(FACTS),
+        },
+        "region": text.get(REGION),
+        "severity": _lookup(text.get(SEVERITY), SEVERITIES, SEVERITY, fail),
+        "intent": _lookup(text.get(INTENT), INTENTS, INTENT, fail),
+        **_dates(values, fail),
+    }
+    if errors:
+        return sorted(errors, key=lambda e: HEADERS.index(e.column))
+    try:
+        listing = msgspec.convert(body, NewListing)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        path = message.rpartition("at `$.")[2].rstrip("`") if "at `$." in message else None
+        subject_column = USCC if text.get(USCC) is not None else CNID
+        return [RowError(row, column_of(path, subject_column), message.partition(" - at")[0])]
+    return ParsedRow(row, text.get(AUTHORITY), listing)
+
+
+def _china(moment: datetime) -> datetime:
+    return moment.astimezone(CHINA)
+
+
+def _day_or_instant(moment: datetime | None, *, end: bool) -> date | str | None:
+    if moment is None:
+        return None
+    local = _china(moment)
+    if local.time() != time(0):
+        return local.isoformat()
+    return local.date() - _ONE_DAY if end else local.date()
+
+
+def to_template_row(record: BatchRecord) -> list[object]:
+    """A listing as a row of `HEADERS` (dates as `date`, exact instants as ISO strings)."""
+    kind, _, code = record.subject_id.partition(":")
+    names = {v: k for k, v in LISTS.items()}
+    severity = {v: k for k, v in SEVERITIES.items()}
+    intent = {v: k for k, v in INTENTS.items()}
+    return [
+        record.subject_name,
+        code if kind == "uscc" else None,
+        code if kind == "cnid" else None,
+        names.get(record.list, record.list),
+        record.authority,
+        record.legal_basis,
+        record.decision_no,
+        record.facts,
+        record.domain,
+        severity.get(record.severity or ""),
+        intent.get(record.intent or ""),
+        record.region,
+        _day_or_instant(record.effective_from, end=False),
+        _day_or_instant(record.effective_until, end=True),
+    ]

@@ -1,0 +1,233 @@
+"""Batch docking: import listings from template rows through the listing service, and read
+the listings in force back out for export.
+
+Import sends every row through `ListingService.register`, the same rules as `POST
+/v1/listings`, on behalf of the row's 认定部门 (a registered agency with the `publish` scope).
+Rows go in chunks with a few hundred in flight, so that the group committer saves many per
+transaction; decisions already in the log are submitted after the new ones of their chunk, so
+that a repeat never makes the committer retry a whole group one by one. A bad row is reported
+(row, column, reason) and the others go in; importing the same file again changes nothing.
+
+Export reads the ids of the listings in force from the `listings` read model (a server-side
+cursor, in log order) and their current terms from their events, a batch at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from adapters.batch import (
+    AUTHORITY,
+    CNID,
+    USCC,
+    BatchRecord,
+    ParsedRow,
+    RowError,
+    column_of,
+    parse_row,
+)
+from hub.bootstrap import Hub
+from hub.credit.domainmodel import listing_id_for
+from hub.credit.service import Agency
+from hub.errors import HubError
+from projections.listings import IN_FORCE
+from schemas import events as ev
+
+Row = tuple[int, dict[str, object]]
+
+
+@dataclass
+class ImportSummary:
+    created: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list, repr=False)
+
+
+class Importer:
+    """Import template rows into a started hub; `on_error` hears of each bad row in order."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        authority: str | None = None,
+        concurrency: int = 512,
+        chunk: int = 4000,
+        on_error: Callable[[RowError], None] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.authority = authority
+        self.chunk = chunk
+        self.on_error = on_error
+        self._slots = asyncio.Semaphore(concurrency)
+        self._agencies: dict[str, Agency | str] = {}
+        self.summary = ImportSummary()
+
+    async def run(
+        self, rows: Iterable[Row], progress: Callable[[int], None] | None = None
+    ) -> ImportSummary:
+        batch: list[Row] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= self.chunk:
+                await self._chunk(batch)
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            await self._chunk(batch)
+            if progress:
+                progress(len(batch))
+        return self.summary
+
+    async def _agency(self, code: str) -> Agency | str:
+        """The agency, or why it cannot list."""
+        if code not in self._agencies:
+            record = await self.hub.pool.fetchrow(
+                "SELECT code, name, scopes, domains FROM agencies WHERE code = $1", code
+            )
+            if record is None:
+                self._agencies[code] = f"agency {code!r} is not registered with the hub"
+            elif "publish" not in record["scopes"]:
+                self._agencies[code] = f"agency {code!r} lacks the scope 'publish'"
+            else:
+                scopes, domains = frozenset(record["scopes"]), frozenset(record["domains"])
+                self._agencies[code] = Agency(record["code"], record["name"], scopes, domains)
+        return self._agencies[code]
+
+    async def _resolve(self, parsed: ParsedRow) -> Agency | RowError:
+        code = parsed.authority or self.authority
+        if code is None:
+            return RowError(parsed.row, AUTHORITY, "a value is required (or pass --authority)")
+        if self.authority is not None and code != self.authority:
+            reason = f"the file is imported for {self.authority}; this row names {code}"
+            return RowError(parsed.row, AUTHORITY, reason)
+        agency = await self._agency(code)
+        return RowError(parsed.row, AUTHORITY, agency) if isinstance(agency, str) else agency
+
+    async def _chunk(self, rows: list[Row]) -> None:
+        errors: list[RowError] = []
+        ready: list[tuple[ParsedRow, Agency, UUID]] = []
+        for number, values in rows:
+            parsed = parse_row(number, values)
+            if isinstance(parsed, list):
+                errors.append(parsed[0])  # one line per bad row: its first problem
+                continue
+            agency = await self._resolve(parsed)
+            if isinstance(agency, RowError):
+                errors.append(agency)
+                continue
+            ready.append(
+                (parsed, agency, listing_id_for(agency.code, parsed.listing.basis.decision_no))
+            )
+        existing = {
+            r[0]
+            for r in await self.hub.pool.fetch(
+                "SELECT originator_id FROM credit_events WHERE originator_id = ANY($1::uuid[]) "
+                "AND originator_version = 1",
+                [item[2] for item in ready],
+            )
+        }
+        # New decisions first, all together: an existing one in their group commit would make
+        # the committer retry the whole group one by one.
+        fresh = [(p, a) for p, a, i in ready if i not in existing]
+        again = [(p, a) for p, a, i in ready if i in existing]
+        # New decisions go in with one COPY; repeats answer one by one (unchanged or conflict).
+        answers = await self.hub.listings.register_many([(a, p.listing) for p, a in fresh])
+        errors.extend(e for e in map(self._tally, fresh, answers) if e is not None)
+        outcomes = await asyncio.gather(*(self._register(p, a) for p, a in again))
+        errors.extend(e for e in outcomes if e is not None)
+        errors.sort(key=lambda e: e.row)
+        self.summary.rejected += len(errors)
+        self.summary.errors.extend(errors)
+        if self.on_error:
+            for error in errors:
+                self.on_error(error)
+
+    def _tally(
+        self, item: tuple[ParsedRow, Agency], answer: tuple[object, bool] | HubError
+    ) -> RowError | None:
+        parsed = item[0]
+        if isinstance(answer, HubError):
+            subject = USCC if parsed.listing.subject.id.startswith("uscc:") else CNID
+            column = column_of(answer.field, subject)
+            return RowError(parsed.row, column or (answer.rule or ""), answer.detail)
+        if answer[1]:
+            self.summary.created += 1
+        else:
+            self.summary.unchanged += 1
+        return None
+
+    async def _register(self, parsed: ParsedRow, agency: Agency) -> RowError | None:
+        async with self._slots:
+            try:
+                _, created = await self.hub.listings.register(agency, parsed.listing)
+            except HubError as exc:
+                subject = USCC if parsed.listing.subject.id.startswith("uscc:") else CNID
+                column = column_of(exc.field, subject)
+                return RowError(parsed.row, column or (exc.rule or ""), exc.detail)
+        if created:
+            self.summary.created += 1
+        else:
+            self.summary.unchanged += 1
+        return None
+
+
+async def export_records(
+    hub: Hub, *, list_name: str | None = None, batch: int = 1000
+) -> AsyncIterator[list[BatchRecord]]:
+    """The listings in force now, in log order, in batches, with their current terms."""
+    where = f"({IN_FORCE.replace('$2', '$1')})" + (" AND list = $2" if list_name else "")
+    args: list[Any] = [hub.clock.now()] + ([list_name] if list_name else [])
+    sql = f"SELECT listing_id FROM listings WHERE {where} ORDER BY position"
+    async with hub.pool.acquire() as conn, hub.pool.acquire() as reader, conn.transaction():
+        ids: list[UUID] = []
+        async for record in conn.cursor(sql, *args, prefetch=batch):
+            ids.append(record[0])
+            if len(ids) >= batch:
+                yield await _records(reader, ids)
+                ids = []
+        if ids:
+            yield await _records(reader, ids)
+
+
+async def _records(conn: Any, ids: list[UUID]) -> list[BatchRecord]:
+    rows = await conn.fetch(
+        "SELECT originator_id, topic, state FROM credit_events "
+        "WHERE originator_id = ANY($1::uuid[]) ORDER BY originator_id, originator_version",
+        ids,
+    )
+    state: dict[UUID, dict[str, Any]] = {}
+    for originator, topic, data in rows:
+        if topic not in ev.EVENT_TYPES:
+            continue
+        payload = ev.decode_payload(topic, data)
+        if isinstance(payload, ev.ListingRegistered):
+            state[originator] = {f: getattr(payload, f) for f in BatchRecord.__struct_fields__}
+        elif isinstance(payload, ev.ListingAmended) and originator in state:
+            for key, value in payload.changes.items():
+                if key in state[originator]:
+                    state[originator][key] = value
+    return [BatchRecord(**state[i]) for i in ids if i in state]
+
+
+async def wait_for_listings(hub: Hub, within: float) -> bool:
+    """Wait until the listings read model has applied the whole log as it is now."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    head = await hub.pool.fetchval("SELECT coalesce(max(notification_id), 0) FROM credit_events")
+    while True:
+        done = await hub.pool.fetchval(
+            "SELECT position FROM projection_positions WHERE name = 'listings'"
+        )
+        if (done or 0) >= head:
+            return True
+        if loop.time() >= deadline:
+            return False
+        hub.wake_projections()
+        await asyncio.sleep(0.05)

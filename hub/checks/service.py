@@ -1,0 +1,265 @@
+"""Checks: answer from the in-memory index, record durably in the usage log, then reply.
+
+`CheckService` composes the check index and its follower, the decision logic, the catalogue
+and the usage log. A check's `position` is the log position its index state reflects and
+its `catalogue_version` the catalogue it used; both are taken at the instant of the
+decision, before the record is written. Check ids are time-ordered UUIDs (version 7 layout);
+the items of a batch are `<batch id>:<index>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import Counter
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
+
+from hub.checks.catalogue import CatalogueService
+from hub.checks.decide import Decider
+from hub.checks.subjects import canonical_subject
+from hub.checks.usage import UsageLog
+from hub.clock import Clock
+from hub.credit.service import Agency
+from hub.errors import InputError, Unavailable
+from hub.settings import Settings
+from projections.checkindex import CheckIndex, subject_key
+from projections.checkindex_follower import IndexFollower
+from schemas.checks import (
+    DECISIONS,
+    BatchAnswer,
+    BatchRequest,
+    CheckAnswer,
+    CheckRequest,
+    CheckResult,
+    Hit,
+)
+
+CHECK_SECONDS = Histogram(
+    "hub_check_seconds",
+    "Time to answer a check (or a batch), from validation to the durable record.",
+    ["kind"],
+    buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5, 1, 2),
+)
+DECISION_COUNT = PromCounter(
+    "hub_check_decisions_total", "Check answers by decision.", ["decision"]
+)
+_DECIDED = {d: DECISION_COUNT.labels(d) for d in DECISIONS}
+_SINGLE_SECONDS = CHECK_SECONDS.labels("single")
+_BATCH_SECONDS = CHECK_SECONDS.labels("batch")
+MIN_POSITION_WAIT = 1.0
+
+_hits_encoder = msgspec.msgpack.Encoder()
+
+
+_random = random.Random(os.urandom(32))
+
+
+def new_check_id(now_ms: int) -> UUID:
+    """A UUID with the version 7 layout: 48 bits of milliseconds, then random bits.
+
+    Check ids are unique, not secret: reading a check's record needs its agency's key."""
+    value = now_ms << 80 | _random.getrandbits(80)
+    value = value & ~(0xF << 76) | 0x7 << 76
+    value = value & ~(0x3 << 62) | 0x2 << 62
+    return UUID(int=value)
+
+
+def _hit_counts(counts: Counter[tuple[str, str]], agency: str, hits: list[Hit]) -> None:
+    for hit in hits:
+        counts["hits.by_list", hit.list] += 1
+        counts["hits.by_region", hit.region] += 1
+        counts["hits.by_agency", agency] += 1
+        for measure in hit.measures:
+            counts["measures.returned", measure.code] += 1
+
+
+class CheckService:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        catalogue: CatalogueService,
+        follower: IndexFollower,
+        usage: UsageLog,
+    ) -> None:
+        self.clock = clock
+        self.catalogue = catalogue
+        self.follower = follower
+        self.index: CheckIndex = follower.index
+        self.usage = usage
+        self.decider = Decider(follower.catalogue, follower.index)
+        self.matters = catalogue.matters
+
+    async def start(
+        self, stop: asyncio.Event, *, listen_url: str | None = None
+    ) -> list[asyncio.Task[Any]]:
+        """Seed the catalogue, load the index and catch up, then follow; returns the tasks.
+
+        `listen_url`: a database to LISTEN on for new events, when nothing else wakes us."""
+        await self.usage.setup()
+        await self.catalogue.seed()
+        await self.follower.load()
+        await self.follower.catch_up()
+        return [
+            asyncio.create_task(self.follower.run(stop, listen_url=listen_url), name="check-index"),
+            asyncio.create_task(self.usage.run(stop), name="usage-log"),
+        ]
+
+    def wake(self) -> None:
+        self.follower.wakeup.set()
+
+    async def _reach(self, min_position: int | None) -> None:
+        if (
+            min_position is not None
+            and self.follower.position < min_position
+            and not await self.follower.wait_for(min_position, MIN_POSITION_WAIT)
+        ):
+            raise Unavailable(
+                f"the check index has not reached position {min_position} yet "
+                f"(it is at {self.follower.position})",
+                retry_after=1,
+            )
+
+    async def check(self, agency: Agency, request: CheckRequest) -> CheckAnswer:
+        started = time.perf_counter()
+        subject = canonical_subject(request.subject_id)
+        category = self.matters.require(request.matter)
+        await self._reach(request.min_position)
+        now = self.clock.now()
+        decision, hits = self.decider.decide(
+            self.index.get(subject_key(subject)), request.matter, category, int(now.timestamp())
+        )
+        position, version = self.follower.position, self.follower.catalogue.version
+        check_id = new_check_id(int(now.timestamp() * 1000))
+        counts: Counter[tuple[str, str]] | None = None
+        if hits:
+            counts = Counter()
+            _hit_counts(counts, agency.code, hits)
+        row = (
+            check_id,
+            agency.code,
+            now,
+            position,
+            version,
+            1,
+            subject,
+            request.matter,
+            request.purpose,
+            decision,
+            _hits_encoder.encode(hits),
+        )
+        base = (
+            (("checks.by_agency", agency.code), 1),
+            (("checks.by_decision", decision), 1),
+            (("checks.by_matter", category), 1),
+        )
+        await self.usage.record(row, base if counts is None else (*base, *counts.items()))
+        _DECIDED[decision].inc()
+        _SINGLE_SECONDS.observe(time.perf_counter() - started)
+        return CheckAnswer(
+            check_id=str(check_id),
+            decision=decision,  # type: ignore[arg-type]
+            hits=hits,
+            position=position,
+            catalogue_version=version,
+            checked_at=now,
+        )
+
+    async def batch(self, agency: Agency, request: BatchRequest) -> BatchAnswer:
+        started = time.perf_counter()
+        items = request.items
+        category_of, require = self.matters.category_of, self.matters.require
+        subjects: list[str] = []
+        keys: list[int] = []
+        categories: list[str] = []
+        i = 0
+        try:
+            for i, item in enumerate(items):  # noqa: B007 - `i` names the item of an error
+                subject = canonical_subject(item.subject_id)
+                categories.append(category_of(item.matter) or require(item.matter))
+                subjects.append(subject)
+                keys.append(subject_key(subject))
+        except InputError as exc:
+            raise InputError(exc.detail, field=f"items.{i}.{exc.field}") from None
+        await self._reach(request.min_position)
+        now = self.clock.now()
+        now_s = int(now.timestamp())
+        position, version = self.follower.position, self.follower.catalogue.version
+        batch_id = str(new_check_id(int(now.timestamp() * 1000)))
+        prefix = batch_id + ":"
+        get, decide = self.index.subjects.get, self.decider.decide
+        results: list[CheckResult] = []
+        stored: list[tuple[str, str, str, str, list[Hit]]] = []
+        counts: Counter[tuple[str, str]] = Counter()
+        decided: list[str] = []
+        for i, key in enumerate(keys):
+            item = items[i]
+            packed = get(key)
+            hits: list[Hit]
+            if packed is None:
+                decision, hits = "clear", []
+            else:
+                decision, hits = decide(packed, item.matter, categories[i], now_s)
+                _hit_counts(counts, agency.code, hits)
+            decided.append(decision)
+            results.append(CheckResult(check_id=f"{prefix}{i}", decision=decision, hits=hits))  # type: ignore[arg-type]
+            stored.append((subjects[i], item.matter, item.purpose, decision, hits))
+        counts["checks.by_agency", agency.code] += len(keys)
+        for decision, n in Counter(decided).items():
+            counts["checks.by_decision", decision] += n
+            _DECIDED[decision].inc(n)
+        for category, n in Counter(categories).items():
+            counts["checks.by_matter", category] += n
+        row = (
+            UUID(batch_id),
+            agency.code,
+            now,
+            position,
+            version,
+            len(stored),
+            None,
+            None,
+            None,
+            None,
+            _hits_encoder.encode(stored),
+        )
+        await self.usage.record(row, counts.items())
+        _BATCH_SECONDS.observe(time.perf_counter() - started)
+        return BatchAnswer(
+            batch_id=batch_id,
+            results=results,
+            position=position,
+            catalogue_version=version,
+            checked_at=now,
+        )
+
+
+def build_checks(
+    *,
+    app: Any,
+    committer: Any,
+    pool: asyncpg.Pool,
+    clock: Clock,
+    settings: Settings,
+) -> CheckService:
+    """The check service with its catalogue, index, follower and usage log."""
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(
+            settings.database_url, server_settings={"search_path": settings.database_schema}
+        )
+
+    return CheckService(
+        clock=clock,
+        catalogue=CatalogueService(app, committer, settings.listing_rules().domains),
+        follower=IndexFollower(pool, CheckIndex()),
+        usage=UsageLog(pool, connect=connect),
+    )

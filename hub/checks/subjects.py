@@ -1,0 +1,44 @@
+"""Subject ids on the check path: the canonical form and the index key, fast.
+
+A canonical USCC (`uscc:` and 18 upper-case characters) is checked here with a few C-level
+operations; anything else (a person's number, lower case, white space, an error) goes
+through `schemas.identifiers.parse_subject_id`, which normalises it or explains the error.
+Both accept exactly the same ids.
+"""
+
+from __future__ import annotations
+
+from operator import mul
+
+from hub.errors import InputError
+from schemas.identifiers import (
+    USCC_ALPHABET,
+    USCC_AUTHORITIES,
+    IdentifierError,
+    parse_subject_id,
+)
+
+_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_CANONICAL_LENGTH = 23
+
+
+def canonical_subject(value: str, *, field: str = "subject_id") -> str:
+    """The canonical `kind:code` of a subject id; InputError naming `field` when invalid."""
+    if len(value) == _CANONICAL_LENGTH and value.startswith("uscc:"):
+        code = value[5:]
+        try:
+            total = sum(map(mul, map(_VALUE.__getitem__, code[:17]), _WEIGHTS))
+        except KeyError:
+            total = -1
+        if (
+            total >= 0
+            and code[0] in USCC_AUTHORITIES
+            and code[2:8].isdigit()
+            and USCC_ALPHABET[(31 - total % 31) % 31] == code[17]
+        ):
+            return value
+    try:
+        return str(parse_subject_id(value, field=field))
+    except IdentifierError as exc:
+        raise InputError(str(exc), field=exc.field) from None

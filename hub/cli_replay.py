@@ -1,0 +1,227 @@
+"""`hub replay` and `hub project`: rebuild, verify and run the PostgreSQL read models.
+
+    hub replay listings            rebuild from position 0, with a progress bar
+    hub replay --verify [NAME]     live read model == a fresh replay up to the same position?
+    hub project [NAME ...]         run projections in their own process until SIGTERM
+
+A replay holds the projection's advisory lock, so no live runner applies events meanwhile (it
+waits and resumes from the replayed position). It drops the read model's secondary indexes
+for the bulk load and recreates them at the end. `--verify` replays into a scratch schema and
+leaves the live read model alone; it prints both digests and exits 1 when they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import signal
+import sys
+from typing import Any
+
+import asyncpg
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from hub.bootstrap import projections
+from hub.settings import Settings
+from projections import EVENTS_TABLE, ProjectionRunner, max_position
+from projections.replay import (
+    drop_secondary_indexes,
+    lock_key,
+    replay_digest,
+    restore_indexes,
+    snapshot,
+    tables_of,
+)
+
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+async def _pool(settings: Settings, size: int = 3) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=size,
+        server_settings={"search_path": f'"{settings.database_schema}"'},
+    )
+
+
+async def replay(settings: Settings, name: str, *, batch_size: int, wait: float) -> int:
+    """Rebuild one projection from position 0 under its advisory lock."""
+    projection = projections()[name]
+    pool = await _pool(settings)
+    try:
+        async with pool.acquire() as lock_conn:
+            key = await lock_key(lock_conn, name)
+            if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                console.print(f"{name}: a live runner holds the projection; waiting {wait:g} s")
+                try:
+                    await asyncio.wait_for(
+                        lock_conn.execute("SELECT pg_advisory_lock($1)", key), wait
+                    )
+                except TimeoutError:
+                    console.print(
+                        f"{name}: still held; stop the hub's projections "
+                        "(HUB_RUN_PROJECTIONS=false) or run the replay with a longer --wait"
+                    )
+                    return 3
+            try:
+                return await _rebuild(pool, projection, batch_size)
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", key)
+    finally:
+        await pool.close()
+
+
+async def _rebuild(pool: asyncpg.Pool, projection: Any, batch_size: int) -> int:
+    runner = ProjectionRunner(pool, projection, batch_size=batch_size)
+    await runner.setup()
+    async with pool.acquire() as conn:
+        head = await max_position(conn)
+        definitions = await drop_secondary_indexes(conn, tables_of(projection))
+    try:
+        await runner.reset()
+        with _progress() as bar:
+            task = bar.add_task(f"replay {runner.name}", total=max(head, 1))
+
+            def advance(_: int) -> None:
+                total = max(head, runner.position)
+                bar.update(task, completed=runner.position, total=total)
+
+            applied = await runner.catch_up(progress=advance)
+            bar.update(task, completed=max(head, runner.position), total=max(head, runner.position))
+    finally:
+        async with pool.acquire() as conn:
+            await restore_indexes(conn, definitions)
+    console.print(f"{runner.name}: {applied} events replayed, position {runner.position}")
+    return 0
+
+
+async def verify(settings: Settings, names: list[str], *, batch_size: int) -> int:
+    """Compare each live read model's digest with a fresh replay's; 1 when any differs."""
+    assert settings.database_url is not None  # noqa: S101 - checked by the command
+    differ = False
+    pool = await _pool(settings, size=1)
+    try:
+        for name in names:
+            projection = projections()[name]
+            async with pool.acquire() as conn:
+                position, live = await snapshot(conn, projection)
+            with _progress() as bar:
+                task = bar.add_task(f"verify {name}", total=max(position, 1))
+                fresh = await replay_digest(
+                    settings.database_url,
+                    settings.database_schema,
+                    projections()[name],
+                    position,
+                    batch_size=batch_size,
+                    progress=functools.partial(bar.advance, task),
+                )
+                bar.update(task, completed=max(position, 1))
+            same = live == fresh
+            differ = differ or not same
+            print(f"{name}  position {position}")
+            print(f"  live    {live}")
+            print(f"  replay  {fresh}")
+            print(f"  {'equal' if same else 'DIFFERENT'}")
+    finally:
+        await pool.close()
+    return 1 if differ else 0
+
+
+async def project(settings: Settings, names: list[str], *, batch_size: int) -> int:
+    """Run projections, woken by the log's NOTIFY, until SIGTERM or SIGINT."""
+    pool = await _pool(settings, size=2 * len(names) + 1)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runners = [ProjectionRunner(pool, projections()[n], batch_size=batch_size) for n in names]
+    listener = await asyncpg.connect(
+        settings.database_url, server_settings={"search_path": f'"{settings.database_schema}"'}
+    )
+    try:
+        for runner in runners:
+            await runner.setup()
+            console.print(f"{runner.name}: projecting from position {runner.position}")
+
+        def wake(*_: object) -> None:
+            for runner in runners:
+                runner.wakeup.set()
+
+        await listener.add_listener(EVENTS_TABLE, wake)
+        await asyncio.gather(*(runner.run(stop, poll_seconds=0.5) for runner in runners))
+    finally:
+        with contextlib.suppress(Exception):
+            await listener.close()
+        await pool.close()
+    return 0
+
+
+def _settings() -> Settings | None:
+    settings = Settings.from_env()
+    if not settings.database_url:
+        print("no database: set HUB_DATABASE_URL or start `hub up` first", file=sys.stderr)
+        return None
+    return settings
+
+
+def _names(given: list[str]) -> list[str] | None:
+    known = projections()
+    unknown = [n for n in given if n not in known]
+    if unknown:
+        print(f"unknown projection {unknown[0]!r}; known: {', '.join(known)}", file=sys.stderr)
+        return None
+    return given or list(known)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = _settings()
+    names = _names([args.projection] if args.projection else [])
+    if settings is None or names is None:
+        return 2
+    if args.verify:
+        return asyncio.run(verify(settings, names, batch_size=args.batch_size))
+    if not args.projection:
+        print("name the projection to replay (or use --verify)", file=sys.stderr)
+        return 2
+    return asyncio.run(replay(settings, names[0], batch_size=args.batch_size, wait=args.wait))
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    settings = _settings()
+    names = _names(args.projections)
+    if settings is None or names is None:
+        return 2
+    return asyncio.run(project(settings, names, batch_size=args.batch_size))
+
+
+def register(subparsers: Any) -> None:
+    """Add `replay` and `project` to the `hub` command."""
+    rep = subparsers.add_parser("replay", help="rebuild a read model, or verify it (--verify)")
+    rep.add_argument("projection", nargs="?", help=f"one of: {', '.join(projections())}")
+    rep.add_argument(
+        "--verify", action="store_true", help="compare the live read model with a fresh replay"
+    )
+    rep.add_argument("--batch-size", type=int, default=5000, help="events per transaction")
+    rep.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait for a live runner's lock"
+    )
+    rep.set_defaults(func=cmd_replay)
+    proj = subparsers.add_parser("project", help="run read-model projections in this process")
+    proj.add_argument("projections", nargs="*", help="default: all")
+    proj.add_argument("--batch-size", type=int, default=2000, help="events per transaction")
+    proj.set_defaults(func=cmd_project)

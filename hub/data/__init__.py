@@ -1,0 +1,1 @@
+"""Data files shipped with the hub: the default measure catalogue (`measures.json`)."""

@@ -1,0 +1,166 @@
+"""Batch import throughput against a raw COPY of the same rows.
+
+    .venv/bin/python -m ops.bench.batch [ROWS [COMMIT_BATCH]]
+
+Writes ROWS template rows (default 50,000) to a CSV file, then in one run, against the same
+PostgreSQL:
+
+- `import`: the `hub import` path in process (`hub.batch.Importer` reading the file through
+  `adapters.batch_files`, every row through `ListingService.register` and the group committer
+  into the credit log), in a fresh schema;
+- `reimport`: the same file again (every row answers "unchanged", nothing is appended);
+- `copy`: asyncpg `copy_records_to_table` of the same parsed rows into a plain table.
+
+Reports rows per second and the ratio import / copy (target: at least 0.3). The database is
+`HUB_BENCH_DATABASE_URL` or `HUB_TEST_DATABASE_URL` when set, else an embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from adapters.batch import HEADERS, ParsedRow, parse_row
+from adapters.batch_files import RowWriter, read_rows
+from hub.batch import Importer
+from hub.bootstrap import build_hub
+from hub.settings import Settings
+from ops.embedded import EmbeddedPostgres
+from schemas.identifiers import make_uscc
+
+AGENCY = "320000-tax"
+_COPY_COLUMNS = (
+    "subject_id", "subject_name", "list", "authority", "legal_basis", "decision_no", "facts",
+    "domain", "severity", "intent", "region", "effective_from", "effective_until",
+)  # fmt: skip
+
+
+def _rows(n: int, seed: int = 7) -> Iterator[list[object]]:
+    rng = random.Random(seed)
+    for i in range(n):
+        values = {
+            "主体名称": f"企业{i}",
+            "统一社会信用代码": make_uscc(rng),
+            "名单类型": "严重失信主体名单",
+            "认定部门": AGENCY,
+            "认定依据": "《税收征收管理法》第六十三条",
+            "决定文书号": f"BENCH-{i}",
+            "失信行为": "虚开增值税专用发票",
+            "领域": "taxation",
+            "严重程度": "严重",
+            "主观故意": "故意",
+            "行政区划": "320100",
+            "列入日期": "2025-03-01",
+            "有效期至": "2026-02-28",
+        }
+        yield [values.get(h) for h in HEADERS]
+
+
+def _copy_record(parsed: ParsedRow) -> tuple[Any, ...]:
+    body = parsed.listing
+    return (
+        body.subject.id, body.subject.name, body.list, parsed.authority, body.basis.legal_basis,
+        body.basis.decision_no, body.basis.facts, body.domain, body.severity, body.intent,
+        body.region, body.effective_from, body.effective_until,
+    )  # fmt: skip
+
+
+async def _copy(url: str, schema: str, path: Path) -> float:
+    records = []
+    for number, values in read_rows(path):
+        parsed = parse_row(number, values)
+        assert isinstance(parsed, ParsedRow)  # noqa: S101 - the bench made them valid
+        records.append(_copy_record(parsed))
+    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+    try:
+        await conn.execute(
+            "CREATE TABLE copy_target (subject_id text, subject_name text, list text, "
+            "authority text, legal_basis text, decision_no text, facts text, domain text, "
+            "severity text, intent text, region text, effective_from timestamptz, "
+            "effective_until timestamptz)"
+        )
+        started = time.perf_counter()
+        await conn.copy_records_to_table("copy_target", records=records, columns=_COPY_COLUMNS)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def _import(settings: Settings, path: Path) -> tuple[float, float, int]:
+    hub = await build_hub(settings)
+    try:
+        await hub.start()
+        await hub.agencies.create(AGENCY, "bench", ["publish"], ["*"])
+        timings = []
+        created = 0
+        for _ in range(2):
+            importer = Importer(hub)
+            started = time.perf_counter()
+            summary = await importer.run(read_rows(path))
+            timings.append(time.perf_counter() - started)
+            created += summary.created
+            if summary.rejected:
+                raise RuntimeError(f"bench rows rejected: {summary.errors[:3]}")
+    finally:
+        await hub.stop()
+    return timings[0], timings[1], created
+
+
+async def _run(url: str, n: int, commit_batch: int) -> dict[str, float]:
+    schema = f"bench_batch_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bench.csv"
+            with RowWriter(path, "csv") as writer:
+                for values in _rows(n):
+                    writer.write(values)
+            settings = Settings(database_url=url, database_schema=schema, run_projections=False)
+            settings = replace(settings, commit_batch_max=commit_batch)
+            first, again, created = await _import(settings, path)
+            if created != n:
+                raise RuntimeError(f"imported {created} of {n} rows")
+            copy = await _copy(url, schema, path)
+    finally:
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
+    result = {
+        "rows": float(n),
+        "commit_batch": float(commit_batch),
+        "import_rows_per_s": n / first,
+        "reimport_rows_per_s": n / again,
+        "copy_rows_per_s": n / copy,
+    }
+    result["import_vs_copy"] = result["import_rows_per_s"] / result["copy_rows_per_s"]
+    return result
+
+
+def run(n: int = 50_000, commit_batch: int = 64) -> dict[str, float]:
+    url = os.environ.get("HUB_BENCH_DATABASE_URL") or os.environ.get("HUB_TEST_DATABASE_URL")
+    with contextlib.ExitStack() as stack:
+        if not url:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            url = stack.enter_context(EmbeddedPostgres(Path(tmp))).url
+        result = asyncio.run(_run(url, n, commit_batch))
+    print(f"{'batch import':28} {'rows/s':>12}   ({n} rows, commit batch {commit_batch})")
+    for key in ("import_rows_per_s", "reimport_rows_per_s", "copy_rows_per_s"):
+        print(f"{key.removesuffix('_rows_per_s'):28} {result[key]:12,.0f}")
+    print(f"{'import / copy (target 0.3)':28} {result['import_vs_copy']:12.3f}")
+    return result
+
+
+if __name__ == "__main__":
+    run(*(int(a) for a in sys.argv[1:3]))

@@ -1,0 +1,417 @@
+"""Checks, in one run: the HTTP check path against a bare ASGI endpoint, batches, the time from
+a 2xx listing to a check that reflects it, and the memory of the check index.
+
+    python -m ops.bench.checks [--dsn URL] [--seconds 5] [--clients 64] [--listings 1000000]
+
+Both servers run as `hub serve` runs (uvicorn, uvloop, httptools, one worker): the hub in a
+fresh schema, and beside it a bare ASGI app that reads the body and returns a fixed JSON
+answer of the same size. The load is the same request mix for both (a tenth of the subjects
+listed), from `wrk` when it is installed, else from a lean client of raw keep-alive asyncio
+connections. Targets: check requests/s at least 0.6 of the bare endpoint's with p99 at most
+1.5 times its p99; 200,000 batch checks/s; p99 at most 50 ms from a 2xx listing to a check
+that reflects it; at most 200 bytes of index per active listing at 1,000,000 listings.
+Without `--dsn` (or HUB_BENCH_DATABASE_URL) an embedded PostgreSQL is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ops.bench._checks_load import HttpConnection, LoadResult, python_load, wrk_load
+from ops.embedded import EmbeddedPostgres, free_port
+from projections.checkindex import EFFECTIVE, CheckIndex, flags, subject_key
+from schemas.identifiers import make_uscc
+
+ADMIN_KEY = "hub_admin_" + secrets.token_urlsafe(16)
+MATTERS = ("government_procurement", "bidding", "administrative_licensing", "state_funding")
+BARE_BODY = msgspec.json.encode(
+    {
+        "check_id": "0195f3c2-5a4e-7d1c-9b7e-3f2a1c0d9e8f",
+        "decision": "clear",
+        "hits": [],
+        "position": 123456,
+        "catalogue_version": 18,
+        "checked_at": "2025-03-03T02:00:00Z",
+    }
+)
+
+
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The baseline: read the request, answer a fixed JSON body."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(BARE_BODY)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": BARE_BODY})
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _server(argv: list[str], env: dict[str, str], port: int, workdir: Path) -> Iterator[int]:
+    with (workdir / f"server-{port}.log").open("wb") as log:
+        process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=log)
+    try:
+        _wait_ready(port, process, workdir / f"server-{port}.log")
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text(errors='replace')[-2000:]}")
+        with contextlib.suppress(OSError):
+            import http.client  # noqa: PLC0415 - only here
+
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status in (200, 404, 405):
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not get ready:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def hub_server(dsn: str, schema: str, workdir: Path) -> tuple[int, Any]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env |= {
+        "HUB_DATABASE_URL": dsn,
+        "HUB_DATABASE_SCHEMA": schema,
+        "HUB_ADMIN_KEY": ADMIN_KEY,
+        "HUB_LOG_LEVEL": "warning",
+    }
+    argv = [sys.executable, "-m", "hub.cli", "serve", "--port", str(port)]
+    return port, _server(argv, env, port, workdir)
+
+
+def bare_server(workdir: Path) -> tuple[int, Any]:
+    port = free_port()
+    code = (
+        "import uvicorn; uvicorn.run('ops.bench.checks:bare_app', host='127.0.0.1', "
+        f"port={port}, loop='uvloop', http='httptools', log_level='warning', access_log=False)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    return port, _server([sys.executable, "-c", code], env, port, workdir)
+
+
+# -- the hub's data --------------------------------------------------------------------------
+
+
+async def _call(port: int, method: str, path: str, key: str, body: Any) -> tuple[int, Any]:
+    conn = await HttpConnection.open(port)
+    try:
+        status, answer = await conn.request(method, path, key, msgspec.json.encode(body))
+    finally:
+        conn.close()
+    return status, msgspec.json.decode(answer) if answer else None
+
+
+def listing(subject: str, n: int) -> dict[str, Any]:
+    return {
+        "subject": {"id": subject, "name": "Bench Co."},
+        "list": "blacklist",
+        "domain": "taxation",
+        "severity": "severe",
+        "intent": "intentional",
+        "basis": {"decision_no": f"BENCH-{n}", "legal_basis": "税收征收管理法", "facts": "bench"},
+        "region": "320100",
+        "effective_from": "2025-01-01T00:00:00+08:00",
+        "effective_until": "2027-01-01T00:00:00+08:00",
+    }
+
+
+async def prepare(port: int, subjects: list[str], listed: int) -> str:
+    agency = {
+        "code": "320000-bench",
+        "name": "bench",
+        "scopes": ["publish", "check"],
+        "domains": ["taxation"],
+    }
+    status, answer = await _call(port, "POST", "/v1/agencies", ADMIN_KEY, agency)
+    if status != 201:
+        raise RuntimeError(f"creating the agency answered {status}: {answer}")
+    key: str = answer["api_key"]
+    for n, subject in enumerate(subjects[:listed]):
+        status, answer = await _call(port, "POST", "/v1/listings", key, listing(subject, n))
+        if status != 201:
+            raise RuntimeError(f"listing answered {status}: {answer}")
+    return key
+
+
+def check_bodies(subjects: list[str]) -> list[bytes]:
+    return [
+        msgspec.json.encode({"subject_id": s, "matter": MATTERS[i % len(MATTERS)], "purpose": "b"})
+        for i, s in enumerate(subjects)
+    ]
+
+
+# -- the cases -------------------------------------------------------------------------------
+
+
+async def http_case(
+    port: int, key: str, bodies: list[bytes], args: argparse.Namespace
+) -> LoadResult:
+    if args.load == "wrk" or (args.load == "auto" and shutil.which("wrk")):
+        return await asyncio.to_thread(
+            wrk_load,
+            port,
+            "/v1/checks",
+            key,
+            bodies,
+            clients=args.clients,
+            seconds=args.seconds,
+            warmup=args.warmup,
+        )
+    return await python_load(
+        port,
+        "/v1/checks",
+        key,
+        bodies,
+        clients=args.clients,
+        seconds=args.seconds,
+        warmup=args.warmup,
+    )
+
+
+async def batch_case(port: int, key: str, subjects: list[str], rounds: int) -> tuple[float, int]:
+    items = [
+        {"subject_id": s, "matter": MATTERS[i % len(MATTERS)], "purpose": "b"}
+        for i, s in enumerate(subjects * (10_000 // len(subjects) + 1))
+    ][:10_000]
+    body = msgspec.json.encode({"items": items})
+    conns = [await HttpConnection.open(port) for _ in range(2)]
+
+    async def drive(conn: HttpConnection, n: int) -> None:
+        for _ in range(n):
+            status, answer = await conn.request("POST", "/v1/checks/batch", key, body)
+            if status != 200:
+                raise RuntimeError(f"batch answered {status}: {answer[:300]!r}")
+
+    await drive(conns[0], 1)  # warm up
+    started = time.perf_counter()
+    await asyncio.gather(*(drive(c, rounds // 2) for c in conns))
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        conn.close()
+    return len(items) * (rounds // 2) * 2 / elapsed, len(body)
+
+
+async def visibility_case(port: int, key: str, samples: int) -> tuple[list[float], list[float]]:
+    """(ms from a 2xx listing until a check reflects it, ms of one plain check)."""
+    rng = random.Random(99)
+    conn = await HttpConnection.open(port)
+    seen, plain = [], []
+    try:
+        for n in range(samples):
+            subject = "uscc:" + make_uscc(rng)
+            check = msgspec.json.encode(
+                {"subject_id": subject, "matter": "bidding", "purpose": "b"}
+            )
+            started = time.perf_counter()
+            status, _ = await conn.request("POST", "/v1/checks", key, check)
+            plain.append((time.perf_counter() - started) * 1000)
+            body = msgspec.json.encode(listing(subject, 1_000_000 + n))
+            status, answer = await conn.request("POST", "/v1/listings", key, body)
+            if status != 201:
+                raise RuntimeError(f"listing answered {status}: {answer[:300]!r}")
+            listed = time.perf_counter()
+            while True:
+                status, answer = await conn.request("POST", "/v1/checks", key, check)
+                if status == 200 and b'"deny"' in answer:
+                    break
+                if time.perf_counter() - listed > 5:
+                    raise RuntimeError("a listing did not reach the checks within 5 s")
+            seen.append((time.perf_counter() - listed) * 1000)
+    finally:
+        conn.close()
+    return seen, plain
+
+
+def memory_case(n: int) -> tuple[float, float]:
+    """(bytes of index per listing, seconds to add them) at `n` listings."""
+    rng = random.Random(5)
+    subjects = ["uscc:" + make_uscc(rng) for _ in range(n)]
+    ids = [rng.randbytes(16) for _ in range(n)]
+    bits = flags("blacklist", "severe", "intentional", EFFECTIVE)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        index = CheckIndex()
+        started = time.perf_counter()
+        for i in range(n):
+            region = f"32{i % 1300:04d}"
+            record = index.pack(
+                ids[i],
+                start=1_735_660_800,
+                end=1_798_732_800,
+                notice=0,
+                domain="taxation",
+                region=region,
+                flags=bits,
+            )
+            index.add(subject_key(subjects[i]), record)
+        elapsed = time.perf_counter() - started
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return used / n, elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def database(dsn: str | None) -> AsyncIterator[str]:
+    if dsn:
+        yield dsn
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp, EmbeddedPostgres(Path(tmp)) as pg:
+        yield pg.url
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(1)
+    subjects = ["uscc:" + make_uscc(rng) for _ in range(args.subjects)]
+    bodies = check_bodies(subjects)
+    result: dict[str, Any] = {}
+    async with database(args.dsn) as dsn:
+        schema = f"bench_checks_{secrets.token_hex(4)}"
+        with tempfile.TemporaryDirectory(prefix="bench-checks-") as tmp:
+            workdir = Path(tmp)
+            bare_port, bare = bare_server(workdir)
+            with bare:
+                base = await http_case(bare_port, "none", bodies, args)
+                bare_batch, _ = await batch_case(bare_port, "none", subjects, 10)
+            port, hub = hub_server(dsn, schema, workdir)
+            try:
+                with hub:
+                    key = await prepare(port, subjects, args.subjects // 10)
+                    checks = await http_case(port, key, bodies, args)
+                    batch, batch_bytes = await batch_case(port, key, subjects, args.batches)
+                    seen, plain = await visibility_case(port, key, args.samples)
+            finally:
+                admin = await asyncpg.connect(dsn)
+                await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                await admin.close()
+    per_listing, build = memory_case(args.listings)
+    result["http"] = {
+        "bare": base.as_dict(),
+        "checks": checks.as_dict(),
+        "ratio": round(checks.rate / base.rate, 3),
+        "p99_ratio": round(checks.p99_ms / base.p99_ms, 3),
+        "load": base.tool,
+    }
+    result["batch"] = {
+        "checks_per_second": round(batch),
+        "bare_items_per_second": round(bare_batch),
+        "ratio": round(batch / bare_batch, 3),
+        "body_bytes": batch_bytes,
+    }
+    result["visibility_ms"] = {
+        "p50": round(percentile(seen, 0.5), 2),
+        "p99": round(percentile(seen, 0.99), 2),
+        "plain_check_p50": round(percentile(plain, 0.5), 2),
+    }
+    result["index"] = {
+        "listings": args.listings,
+        "bytes_per_listing": round(per_listing, 1),
+        "adds_per_second": round(args.listings / build),
+    }
+    report(result)
+    return result
+
+
+def report(r: dict[str, Any]) -> None:
+    http, batch, seen, index = r["http"], r["batch"], r["visibility_ms"], r["index"]
+    rows = [
+        ("bare ASGI requests/s", f"{http['bare']['per_second']:,.0f}", ""),
+        ("check requests/s", f"{http['checks']['per_second']:,.0f}", ""),
+        ("  checks / bare", f"{http['ratio']:.2f}", ">= 0.6"),
+        ("bare p99 ms", f"{http['bare']['p99_ms']:.2f}", ""),
+        ("check p99 ms", f"{http['checks']['p99_ms']:.2f}", ""),
+        ("  check p99 / bare p99", f"{http['p99_ratio']:.2f}", "<= 1.5"),
+        ("batch checks/s", f"{batch['checks_per_second']:,}", ">= 200,000"),
+        ("  batch / bare transport of the body", f"{batch['ratio']:.2f}", ""),
+        ("2xx listing -> check reflects it, p50 ms", f"{seen['p50']:.2f}", ""),
+        ("2xx listing -> check reflects it, p99 ms", f"{seen['p99']:.2f}", "<= 50"),
+        ("  one plain check, p50 ms", f"{seen['plain_check_p50']:.2f}", ""),
+        (
+            f"index bytes per listing at {index['listings']:,}",
+            f"{index['bytes_per_listing']:.1f}",
+            "<= 200",
+        ),
+    ]
+    print(f"load generator: {http['load']}")
+    print(f"{'figure':44} {'value':>12}  target")
+    for name, value, target in rows:
+        print(f"{name:44} {value:>12}  {target}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench.checks", description=__doc__)
+    parser.add_argument("--dsn", default=os.environ.get("HUB_BENCH_DATABASE_URL"))
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per HTTP case")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument(
+        "--subjects", type=int, default=200, help="subjects checked (a tenth listed)"
+    )
+    parser.add_argument("--batches", type=int, default=20, help="batches of 10,000 to time")
+    parser.add_argument("--samples", type=int, default=200, help="listings timed until visible")
+    parser.add_argument("--listings", type=int, default=1_000_000, help="index size for memory")
+    parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto")
+    return asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["bare_app", "main"]

@@ -1,0 +1,158 @@
+"""Replaying a projection from position 0, and proving that a live read model equals a replay.
+
+`table_digest` is an order-independent digest of a table's rows, computed inside PostgreSQL:
+each row's canonical text (`ROW(columns sorted by name)::text` with the time zone and date
+style fixed) is hashed with SHA-256, and the four 64-bit words of the hashes are summed
+modulo 2**64, with the row count. Equal multisets of rows give equal digests, whatever the
+physical order; nothing but four sums leaves the server.
+
+`snapshot` reads a live projection's position and the digest of its tables in one
+REPEATABLE READ transaction: the runner commits rows and position together, so the pair is
+consistent while the runner keeps going. `replay_digest` rebuilds the projection from
+position 0 up to that position in a scratch schema (whose search path falls back to the live
+schema for the events table) and digests the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from projections._runner import Connection, Projection, ProjectionRunner
+
+
+async def lock_key(conn: Connection, name: str) -> int:
+    """The advisory lock a projection's runner holds in the connection's schema (as
+    `ProjectionRunner.run` takes it: advisory locks are per database, not per schema)."""
+    schema = await conn.fetchval("SELECT current_schema()")
+    return zlib.crc32(f"projection:{schema}:{name}".encode())
+
+
+WORD = 2**64
+
+
+def tables_of(projection: Projection) -> tuple[str, ...]:
+    """The tables a projection owns: its `tables` attribute, else one named after it."""
+    tables: tuple[str, ...] = getattr(projection, "tables", (projection.name,))
+    return tables
+
+
+class UndeclaredTables(LookupError):
+    """A projection's read model is not where `tables_of` looks: declare `tables`."""
+
+
+async def _columns(conn: Connection, table: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = $1::regclass "
+        "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attname",
+        table,
+    )
+    return [r[0] for r in rows]
+
+
+async def table_digest(conn: Connection, table: str) -> str:
+    """`<rows>:<hex>`: an order-independent digest of the table's rows, computed in SQL.
+
+    Run it inside a transaction: it sets the time zone and date style for that transaction."""
+    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
+    if not exists:
+        raise UndeclaredTables(
+            f"no table {table!r}: a projection whose tables are not named after it "
+            "declares them in a `tables` attribute"
+        )
+    columns = await _columns(conn, table)
+    row = ", ".join(f'"{c}"' for c in columns)
+    words = ", ".join(
+        f"sum(('x' || encode(substr(h, {8 * i + 1}, 8), 'hex'))::bit(64)::bigint::numeric)"
+        for i in range(4)
+    )
+    await conn.execute("SET LOCAL TimeZone = 'UTC'")
+    await conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+    await conn.execute("SET LOCAL extra_float_digits = 3")
+    record = await conn.fetchrow(
+        f"SELECT count(*), {words} FROM "
+        f"(SELECT sha256(convert_to(ROW({row})::text, 'UTF8')) AS h FROM {table}) AS rows"
+    )
+    assert record is not None  # noqa: S101 - an aggregate always returns a row
+    count = int(record[0])
+    parts = b"".join((int(record[i] or 0) % WORD).to_bytes(8, "big") for i in range(1, 5))
+    return f"{count}:{hashlib.sha256(parts).hexdigest()[:32]}"
+
+
+async def projection_digest(conn: Connection, projection: Projection) -> str:
+    """The digest of all a projection's tables (one per table, joined)."""
+    return " ".join([await table_digest(conn, t) for t in tables_of(projection)])
+
+
+async def snapshot(conn: Connection, projection: Projection) -> tuple[int, str]:
+    """(position, digest) of a live projection, consistent with each other."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        value = await conn.fetchval(
+            "SELECT position FROM projection_positions WHERE name = $1", projection.name
+        )
+        return int(value or 0), await projection_digest(conn, projection)
+
+
+@asynccontextmanager
+async def scratch_pool(url: str, live_schema: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool whose tables go to a new scratch schema, dropped afterwards; the live schema
+    stays on the search path, so the events table is read from there."""
+    scratch = f"replay_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{scratch}"')
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=1,
+            max_size=2,
+            server_settings={"search_path": f'"{scratch}", "{live_schema}"'},
+        )
+        try:
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{scratch}" CASCADE')
+        await conn.close()
+
+
+async def replay_digest(
+    url: str,
+    live_schema: str,
+    projection: Projection,
+    upto: int,
+    *,
+    batch_size: int = 5000,
+    progress: Callable[[int], None] | None = None,
+) -> str:
+    """Rebuild `projection` from position 0 up to `upto` in a scratch schema; its digest."""
+    async with scratch_pool(url, live_schema) as pool:
+        runner = ProjectionRunner(pool, projection, batch_size=batch_size)
+        await runner.setup()
+        await runner.catch_up(upto=upto, progress=progress)
+        async with pool.acquire() as conn, conn.transaction():
+            return await projection_digest(conn, projection)
+
+
+async def drop_secondary_indexes(conn: Connection, tables: Sequence[str]) -> list[str]:
+    """Drop the indexes of `tables` that back no constraint; returns their definitions, so
+    that a bulk replay can recreate them once at the end (`restore_indexes`)."""
+    rows = await conn.fetch(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "WHERE i.indrelid IN (SELECT unnest($1::text[])::regclass) AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+        list(tables),
+    )
+    for name, _ in rows:
+        await conn.execute(f"DROP INDEX IF EXISTS {name}")
+    return [definition for _, definition in rows]
+
+
+async def restore_indexes(conn: Connection, definitions: Sequence[str]) -> None:
+    for definition in definitions:
+        await conn.execute(definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
