@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS regional_marks (
 )"""
 RECEIVED = Counter(
     "hub_regional_received_total",
-    "Inbound messages by outcome (applied, before_mark, malformed, unknown_peer).",
+    "Inbound messages by outcome (handed to the hub, before_mark, malformed, unknown_peer).",
     ["outcome"],
 )
 CURSOR = Gauge("hub_regional_cursor", "Last inbound stream sequence applied.", ["stream"])
@@ -257,7 +257,7 @@ class Docking:
         if event.position <= self.positions.get(event.peer, 0):
             RECEIVED.labels("before_mark").inc()
             return None
-        RECEIVED.labels("applied").inc()
+        RECEIVED.labels("handed").inc()
         return event
 
     async def _advance(self, items: Sequence[tuple[Msg, RemoteEvent | None]]) -> None:

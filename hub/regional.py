@@ -31,6 +31,7 @@ import msgspec
 import structlog
 from prometheus_client import Counter
 
+from adapters.cloudevents import hub_source
 from adapters.regional import Docking, DockingConfig, RemoteEvent
 from adapters.regional_stream import parse_peers
 from hub.credit.application import UnitOfWork
@@ -125,7 +126,7 @@ class DockingService:
         family, _, name = event.type.partition(".")
         if family != "listing":
             return "other_family"
-        if event.source != f"/hubs/{event.peer}":
+        if event.source != hub_source(event.peer):
             return "wrong_source"
         if name == "registered":
             return self._registered(event, _payload(event, ev.ListingRegistered))

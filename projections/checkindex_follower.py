@@ -24,6 +24,7 @@ import structlog
 from prometheus_client import Gauge
 
 from projections._runner import EVENTS_TABLE, Connection, max_position, read_events
+from projections.audit import leaf_count_at
 from projections.checkindex import (
     EFFECTIVE,
     NOTICED,
@@ -82,6 +83,8 @@ class IndexFollower:
         self.batch_size = batch_size
         self.catalogue = CatalogueState()
         self.position = 0
+        self.tree_size = 0
+        """Events at positions <= `position`: the verifiable log's size that answers rest on."""
         self.wakeup = asyncio.Event()
         self._moved = asyncio.Event()
         self._caught_up_at = time.monotonic()
@@ -115,6 +118,7 @@ class IndexFollower:
             ):
                 event = RawEvent(raw[0], raw[1], raw[2], raw[3], raw[4])
                 self.catalogue.apply(event, ev.decode_payload(event.topic, event.state))
+            self.tree_size = await leaf_count_at(conn, position)
         self._advance(position)
         log.info("check_index_loaded", listings=loaded, position=position)
         return loaded
@@ -148,6 +152,7 @@ class IndexFollower:
                 INDEX_LAG_SECONDS.set(0)
                 return total
             total += len(events)
+            self.tree_size += len(events)
             self._advance(events[-1].position)
 
     async def apply(self, conn: Connection, events: Sequence[RawEvent]) -> None:

@@ -75,6 +75,8 @@ class CheckAnswer(Struct, kw_only=True):
     position: int
     catalogue_version: int
     checked_at: datetime
+    tree_size: int = 0
+    """Size of the verifiable log (events at positions <= `position`) the answer rests on."""
 
 
 class CheckResult(Struct, kw_only=True):
@@ -89,6 +91,7 @@ class BatchAnswer(Struct, kw_only=True):
     position: int
     catalogue_version: int
     checked_at: datetime
+    tree_size: int = 0
 
 
 class NewFeedback(Struct, forbid_unknown_fields=True, kw_only=True):

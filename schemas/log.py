@@ -7,7 +7,6 @@ the event travels (JetStream's `Nats-Msg-Id`, the CloudEvents `id`, webhook ids)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
@@ -20,8 +19,9 @@ from schemas.events import type_name
 _HIDDEN = frozenset({"timestamp", "originator_topic", "class_version"})
 
 
-@dataclass(frozen=True, slots=True)
-class RawEvent:
+class RawEvent(Struct, frozen=True, gc=False):
+    """A stored event as read from the log (a Struct: built per row, so it must be cheap)."""
+
     position: int
     originator_id: UUID
     version: int

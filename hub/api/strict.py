@@ -22,15 +22,18 @@ from hub.errors import InputError
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
-def _decoder_for(handler: BaseRouteHandler) -> msgspec.json.Decoder[Any] | None:
-    """One strict decoder per body type (types live as long as the process; handlers don't)."""
+def _decoder_for(handler: BaseRouteHandler) -> tuple[msgspec.json.Decoder[Any], bool] | None:
+    """The strict decoder of a handler's body type, and whether the body may be left out.
+
+    Decoders are kept per body type: types live as long as the process, handlers do not.
+    """
     param = handler.parsed_fn_signature.parameters.get("data")
     if param is None:
         return None
     decoder = _decoders.get(param.annotation)
     if decoder is None:
         decoder = _decoders[param.annotation] = msgspec.json.Decoder(param.annotation)
-    return decoder
+    return decoder, param.is_optional or param.has_default
 
 
 async def strict_body(
@@ -45,11 +48,14 @@ async def strict_body(
 async def check_body(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    decoder = _decoder_for(handler)
-    if decoder is None or not isinstance(connection, Request):
+    found = _decoder_for(handler)
+    if found is None or not isinstance(connection, Request):
         return
+    decoder, optional = found
     body = await connection.body()
     if not body.strip():
+        if optional:
+            return
         raise InputError("the request body is empty; send a JSON object", field="body")
     try:
         decoder.decode(body)

@@ -138,6 +138,7 @@ class CheckService:
             self.index.get(subject_key(subject)), request.matter, category, int(now.timestamp())
         )
         position, version = self.follower.position, self.follower.catalogue.version
+        tree_size = self.follower.tree_size
         check_id = new_check_id(int(now.timestamp() * 1000))
         counts: Counter[tuple[str, str]] | None = None
         if hits:
@@ -170,6 +171,7 @@ class CheckService:
             hits=hits,
             position=position,
             catalogue_version=version,
+            tree_size=tree_size,
             checked_at=now,
         )
 
@@ -193,6 +195,7 @@ class CheckService:
         now = self.clock.now()
         now_s = int(now.timestamp())
         position, version = self.follower.position, self.follower.catalogue.version
+        tree_size = self.follower.tree_size
         batch_id = str(new_check_id(int(now.timestamp() * 1000)))
         prefix = batch_id + ":"
         get, decide = self.index.subjects.get, self.decider.decide
@@ -238,6 +241,7 @@ class CheckService:
             results=results,
             position=position,
             catalogue_version=version,
+            tree_size=tree_size,
             checked_at=now,
         )
 

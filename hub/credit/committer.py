@@ -102,11 +102,10 @@ class Committer:
 
     def _run_batch(self, items: list[_Item]) -> list[_Outcome]:
         COMMIT_BATCH.observe(len(items))
-        if len(items) > 1:
-            try:
-                return self._attempt(items, optimistic=True)
-            except IntegrityError:
-                log.info("batch_conflict_retrying_alone", batch=len(items))
+        try:  # a new decision needs no read first: its primary key says if it exists
+            return self._attempt(items, optimistic=True)
+        except IntegrityError:
+            log.info("batch_conflict_retrying_alone", batch=len(items))
         return [self._run_alone(item) for item in items]
 
     def _run_alone(self, item: _Item) -> _Outcome:

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import signal
 import statistics
@@ -36,6 +37,7 @@ import asyncpg
 import msgspec
 
 from ops.embedded import free_port
+from schemas.identifiers import make_uscc
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN_KEY = "hub_admin_" + secrets.token_urlsafe(16)
@@ -56,7 +58,7 @@ Call = Callable[[int], Awaitable[None]]
 Opener = Callable[[int], AsyncGenerator[Call, None]]
 """Opens worker `n`'s connection and yields its call; closes it when the generator closes."""
 LISTING = {
-    "subject": {"id": "uscc:91350100M000100Y43", "name": "Acme Trading Co."},
+    "subject": {"id": "uscc:@SUBJECT@", "name": "Acme Trading Co."},
     "list": "blacklist",
     "domain": "taxation",
     "severity": "severe",
@@ -284,12 +286,17 @@ def api_worker(port: int, key: str, label: str) -> Opener:
         b"Authorization: Bearer " + key.encode() + b"\r\n"
     )
     template = _listing_template()
+    rng = random.Random(label)
+    # distinct subjects, as in life: a few listings each, not thousands on one subject
+    subjects = [make_uscc(rng).encode() for _ in range(4096)]
 
     async def open_worker(n: int) -> AsyncGenerator[Call, None]:
         conn = await HttpConnection.open(port)
 
         async def call(i: int) -> None:
-            body = template.replace(b'"@@"', b'"%s-%d-%d"' % (label.encode(), n, i))
+            body = template.replace(b'"@@"', b'"%s-%d-%d"' % (label.encode(), n, i)).replace(
+                b"@SUBJECT@", subjects[(n * 7919 + i) % len(subjects)]
+            )
             status, answer = await conn.request(head, body)
             if status != 201:
                 raise RuntimeError(f"POST /v1/listings answered {status}: {answer[:300]!r}")

@@ -59,8 +59,12 @@ async def test_every_event_once_in_order_as_cloudevents(relay_client, db, nats_u
         assert event.get_specversion() == "1.0"
         assert event.get_id() == message.msg_id
         assert event.get_source() == "/hubs/320000"
-        assert event.get_type().startswith("cn.gov.credit.listing.")
-        assert event.get_subject().startswith("uscc:")
+        if event.get_type().startswith("cn.gov.credit.listing."):
+            assert event.get_subject().startswith("uscc:")
+            assert message.subject.startswith(f"{stream_prefix.lower()}.blacklist.")
+        else:  # other families (the hub seeds its measure catalogue): the fallback subjects
+            family = event.get_type().removeprefix("cn.gov.credit.").split(".")[0]
+            assert message.subject.startswith(f"{stream_prefix.lower()}.{family}.")
         assert event.get_time().tzinfo is not None
         assert event.get_datacontenttype() == "application/json"
         assert event.get_data()["position"] == message.position
