@@ -117,11 +117,14 @@ class Hub:
         if self.regional is not None:
             self._tasks.append(asyncio.create_task(self.regional.run(self._stop)))
 
-    async def wait_for_projections(self, position: int, within: float) -> bool:
-        """Wait until every projection has applied `position`; False on timeout."""
+    async def wait_for_projections(
+        self, position: int, within: float, names: tuple[str, ...] | None = None
+    ) -> bool:
+        """Wait until the named projections (default: all) applied `position`; False on timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while any(r.position < position for r in self.runners.values()):
+        runners = [r for n, r in self.runners.items() if names is None or n in names]
+        while any(r.position < position for r in runners):
             if loop.time() >= deadline:
                 return False
             self.wake_projections()

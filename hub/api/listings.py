@@ -13,8 +13,7 @@ from hub.api.deps import AgencyDep, HubDep
 from hub.bootstrap import Hub
 from hub.credit.domainmodel import Listing
 from hub.credit.service import parse_listing_id
-from hub.errors import InputError, NotFound
-from projections import read_events
+from hub.errors import InputError, NotFound, Unavailable
 from projections.listings import subject_listings
 from schemas.identifiers import IdentifierError, parse_subject_id
 from schemas.listing import (
@@ -171,9 +170,9 @@ async def subject_profile(
         subject = str(parse_subject_id(subject_id, field="subject_id"))
     except IdentifierError as exc:
         raise InputError(str(exc), field=exc.field) from None
-    if min_position is not None and not await hub.wait_for_projections(min_position, 2.0):
-        from hub.errors import Unavailable  # noqa: PLC0415
-
+    if min_position is not None and not await hub.wait_for_projections(
+        min_position, 2.0, ("listings",)
+    ):
         raise Unavailable("the read model has not reached min_position yet", retry_after=1)
     if as_of is not None or known_at is not None:
         from hub.audit.asof import subject_as_of  # noqa: PLC0415 - the audit timelines
@@ -188,4 +187,4 @@ async def subject_profile(
     )
 
 
-__all__ = ["ListingController", "read_events", "subject_profile"]
+__all__ = ["ListingController", "subject_profile"]
