@@ -186,12 +186,12 @@ async def run(url: str, events: int, leaves: int, count: int) -> dict[str, Any]:
     return {"events": events, "leaves": leaves, "proofs": count, **rates, **latency}
 
 
-def main() -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--leaves", type=int, default=10_000_000)
     parser.add_argument("--proofs", type=int, default=2000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     url = os.environ.get("HUB_BENCH_DATABASE_URL") or os.environ.get("HUB_TEST_DATABASE_URL")
     with contextlib.ExitStack() as stack:
         if not url:

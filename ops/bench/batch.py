@@ -162,5 +162,11 @@ def run(n: int = 50_000, commit_batch: int = 64) -> dict[str, float]:
     return result
 
 
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """`[ROWS [COMMIT_BATCH]]`, as `python -m ops.bench batch -- ROWS` passes them."""
+    args = sys.argv[1:3] if argv is None else argv[:2]
+    return run(*(int(a) for a in args))
+
+
 if __name__ == "__main__":
-    run(*(int(a) for a in sys.argv[1:3]))
+    main()

@@ -180,11 +180,11 @@ async def run(url: str, n: int, batch: int) -> dict[str, Any]:
     return results
 
 
-def main() -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("events", nargs="?", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=5000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     url = os.environ.get("HUB_BENCH_DATABASE_URL") or os.environ.get("HUB_TEST_DATABASE_URL")
     with contextlib.ExitStack() as stack:
         if not url:
