@@ -28,13 +28,14 @@ from hub.clock import Clock, SystemClock
 from hub.credit.application import EVENTS_TABLE, CreditApplication
 from hub.credit.committer import Committer
 from hub.credit.service import ListingService
+from hub.errors import RuleViolation, Unavailable
 from hub.regional import docking
 from hub.scheduler import Scheduler
 from hub.settings import Settings
 from hub.subject import SubjectSide, build_subject_side
 from hub.webhooks import SubscriptionService
 from hub.workdays import WorkingCalendar
-from projections import Projection, ProjectionRunner
+from projections import Projection, ProjectionRunner, max_position
 from projections.audit import AuditProjection
 from projections.history import HistoryProjection
 from projections.listings import ListingsProjection
@@ -116,6 +117,23 @@ class Hub:
             self._tasks.append(asyncio.create_task(self.webhooks.run(self._stop)))
         if self.regional is not None:
             self._tasks.append(asyncio.create_task(self.regional.run(self._stop)))
+
+    async def require_position(
+        self, position: int, within: float, names: tuple[str, ...] | None = None
+    ) -> None:
+        """Read-your-writes: wait for the read models, then 503 if they are still behind, or
+        422 if `position` lies beyond the end of the log (it will never be reached)."""
+        if await self.wait_for_projections(position, within, names):
+            return
+        async with self.pool.acquire() as conn:
+            head = await max_position(conn)
+        if position > head:
+            raise RuleViolation(
+                f"min_position {position} lies beyond the end of the log ({head})",
+                field="min_position",
+                rule="min_position.beyond_log",
+            )
+        raise Unavailable("the read models have not reached min_position yet", retry_after=1)
 
     async def wait_for_projections(
         self, position: int, within: float, names: tuple[str, ...] | None = None

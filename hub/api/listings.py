@@ -13,7 +13,7 @@ from hub.api.deps import AgencyDep, HubDep
 from hub.bootstrap import Hub
 from hub.credit.domainmodel import Listing
 from hub.credit.service import parse_listing_id
-from hub.errors import InputError, NotFound, Unavailable
+from hub.errors import InputError, NotFound
 from projections.listings import subject_listings
 from schemas.identifiers import IdentifierError, parse_subject_id
 from schemas.listing import (
@@ -170,10 +170,8 @@ async def subject_profile(
         subject = str(parse_subject_id(subject_id, field="subject_id"))
     except IdentifierError as exc:
         raise InputError(str(exc), field=exc.field) from None
-    if min_position is not None and not await hub.wait_for_projections(
-        min_position, 2.0, ("listings",)
-    ):
-        raise Unavailable("the read model has not reached min_position yet", retry_after=1)
+    if min_position is not None:
+        await hub.require_position(min_position, 2.0, ("listings",))
     if as_of is not None or known_at is not None:
         from hub.audit.asof import subject_as_of  # noqa: PLC0415 - the audit timelines
 

@@ -45,9 +45,41 @@ async def strict_body(
     await check_body(connection, handler)
 
 
+def _nul_path(value: object, path: str = "") -> str | None:
+    """The dotted path of the first string holding a NUL character, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: Any = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _nul_path(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _refuse_nul(body: bytes) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it at the door rather than fail a projection."""
+    if b"\\u0000" not in body:
+        return
+    try:
+        field = _nul_path(msgspec.json.decode(body)) or "body"
+    except msgspec.DecodeError:
+        return  # the decoder below names the real problem
+    raise InputError("text may not contain the NUL character (\\u0000)", field=field)
+
+
 async def check_body(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
+    for name, value in connection.query_params.items():
+        if "\x00" in value:
+            raise InputError("a query parameter may not contain the NUL character", field=name)
     found = _decoder_for(handler)
     if found is None or not isinstance(connection, Request):
         return
@@ -57,6 +89,7 @@ async def check_body(
         if optional:
             return
         raise InputError("the request body is empty; send a JSON object", field="body")
+    _refuse_nul(body)
     try:
         decoder.decode(body)
     except msgspec.ValidationError as exc:

@@ -98,8 +98,8 @@ async def get_stats(
     min_position: Annotated[int | None, QueryParameter(ge=0)] = None,
 ) -> Stats:
     require_scope(agency, "audit", "admin")
-    if min_position is not None and not await hub.wait_for_projections(min_position, 2.0):
-        raise Unavailable("the read models have not reached min_position yet", retry_after=1)
+    if min_position is not None:
+        await hub.require_position(min_position, 2.0)
     return await stats(hub.pool, hub.clock.now())
 
 

@@ -28,8 +28,9 @@ from hub.checks.subjects import canonical_subject
 from hub.checks.usage import UsageLog
 from hub.clock import Clock
 from hub.credit.service import Agency
-from hub.errors import InputError, Unavailable
+from hub.errors import InputError, RuleViolation, Unavailable
 from hub.settings import Settings
+from projections import max_position
 from projections.checkindex import CheckIndex, subject_key
 from projections.checkindex_follower import IndexFollower
 from schemas.checks import (
@@ -122,6 +123,14 @@ class CheckService:
             and self.follower.position < min_position
             and not await self.follower.wait_for(min_position, MIN_POSITION_WAIT)
         ):
+            async with self.follower.pool.acquire() as conn:
+                head = await max_position(conn)
+            if min_position > head:
+                raise RuleViolation(
+                    f"min_position {min_position} lies beyond the end of the log ({head})",
+                    field="min_position",
+                    rule="min_position.beyond_log",
+                )
             raise Unavailable(
                 f"the check index has not reached position {min_position} yet "
                 f"(it is at {self.follower.position})",

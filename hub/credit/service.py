@@ -79,6 +79,14 @@ class ListingService:
     # -- register ----------------------------------------------------------------------
 
     def _check_new(self, agency: Agency, body: NewListing) -> tuple[str, str]:
+        for field, text in (
+            ("subject.name", body.subject.name),
+            ("basis.decision_no", body.basis.decision_no),
+            ("basis.legal_basis", body.basis.legal_basis),
+            ("basis.facts", body.basis.facts),
+        ):
+            if "\x00" in text:  # batch imports come this way too, not only the API
+                raise InputError("text may not contain the NUL character", field=field)
         try:
             subject = parse_subject_id(body.subject.id, field="subject.id")
             region = validate_region(body.region)

@@ -458,9 +458,10 @@ async def test_min_position_reads_your_writes(client, agency):
         "purpose": "p",
         "min_position": created["position"] + 1000,
     }
+    # a position no commit has reached yet is refused at once: it would never come
     late = await client.post("/v1/checks", json=body, headers=agency)
-    assert late.status_code == 503
-    assert late.headers["retry-after"] == "1"
+    assert late.status_code == 422
+    assert late.json()["rule"] == "min_position.beyond_log"
     assert late.headers["content-type"].startswith("application/problem+json")
     batch = await client.post(
         "/v1/checks/batch",
@@ -470,4 +471,4 @@ async def test_min_position_reads_your_writes(client, agency):
         },
         headers=agency,
     )
-    assert batch.status_code == 503
+    assert batch.status_code == 422
