@@ -160,6 +160,8 @@ class Hub:
                 await self._listener.close()
         if self.webhooks is not None:
             await self.webhooks.close()
+        if self.audit is not None:
+            await self.audit.close()
         await self.pool.close()
         await asyncio.to_thread(self.app.close)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import asyncpg
 import structlog
@@ -62,6 +63,9 @@ class TreeHeads:
         self.every_seconds = max(0.05, every_seconds)
         self.wakeup = asyncio.Event()
         self._announced = 0
+        self.on_signed: Callable[[StoredTreeHead], Coroutine[Any, Any, object]] | None = None
+        """Called (in the background) with every head this process signs: NATS publishing."""
+        self._background: set[asyncio.Task[object]] = set()
 
     @property
     def origin(self) -> str:
@@ -116,6 +120,10 @@ class TreeHeads:
             head.created_at,
         )
         log.info("tree_head_signed", tree_size=size, root_hash=head.root_hash)
+        if self.on_signed is not None:
+            task: asyncio.Task[object] = asyncio.create_task(self.on_signed(head))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return head
 
     async def _due(self, conn: Connection, signed: int, since: float) -> bool:

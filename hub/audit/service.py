@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from adapters.tree_heads import HeadMessage, HeadsConfig, TreeHeadPublisher
 from hub.audit.heads import TreeHeads
 from hub.audit.keys import signer_from
 from hub.clock import Clock
@@ -36,6 +37,11 @@ class AuditLog:
         self.pool = pool
         self.heads = heads
         self.store = MerkleStore(schema)
+        self.publisher: TreeHeadPublisher | None = None
+
+    async def close(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close()
 
     @classmethod
     async def create(
@@ -52,11 +58,30 @@ class AuditLog:
         )
         async with pool.acquire() as conn:
             await heads.setup(conn)
+        if settings.nats_url:
+            publisher = TreeHeadPublisher(
+                HeadsConfig(
+                    settings.nats_url,
+                    settings.nats_stream,
+                    settings.nats_subject_prefix,
+                    settings.nats_replicas,
+                )
+            )
+
+            async def publish(head: StoredTreeHead) -> bool:
+                message = HeadMessage(heads.origin, head.tree_size, head.root_hash, head.checkpoint)
+                return await publisher.publish(message)
+
+            heads.on_signed = publish
+        else:
+            publisher = None
         runner = runners.get("audit")
         projection = getattr(runner, "projection", None)
         if isinstance(projection, AuditProjection):
             projection.on_applied = heads.notify
-        return cls(pool, heads, settings.database_schema)
+        log = cls(pool, heads, settings.database_schema)
+        log.publisher = publisher
+        return log
 
     def public_key(self) -> PublicKey:
         return PublicKey(self.heads.origin, self.heads.signer.verifier.key)
