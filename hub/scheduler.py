@@ -69,15 +69,19 @@ class Job(Protocol):
         """A committer command that appends the due event; returns whether it appended."""
 
 
-class ExpiryJob:
-    """An `expired` delisting, effective at `effective_until`, for each listing past it."""
+class _DueByColumn:
+    """A job whose due listings are those whose `column` has passed, under a `where` filter,
+    found by keyset pages over a partial index on (column, listing_id)."""
 
-    name = "listing_expiry"
+    name = ""
+    column = ""
+    where = ""
+    index_where = ""
 
     async def setup(self, conn: Connection) -> None:
         await conn.execute(
-            "CREATE INDEX IF NOT EXISTS listings_expiry_due ON listings "
-            "(effective_until, listing_id) WHERE status <> 'delisted'"
+            f"CREATE INDEX IF NOT EXISTS listings_{self.column}_due ON listings "
+            f"({self.column}, listing_id) WHERE {self.index_where}"
         )
 
     async def due(
@@ -85,10 +89,10 @@ class ExpiryJob:
     ) -> list[tuple[datetime, UUID]]:
         since, last = after or (datetime.min.replace(tzinfo=now.tzinfo), UUID(int=0))
         rows = await conn.fetch(
-            "SELECT effective_until, listing_id FROM listings "
-            "WHERE status <> 'delisted' AND effective_until <= $1 "
-            "AND (effective_until, listing_id) > ($2, $3) "
-            "ORDER BY effective_until, listing_id LIMIT $4",
+            f"SELECT {self.column}, listing_id FROM listings "
+            f"WHERE {self.where} AND {self.column} <= $1 "
+            f"AND ({self.column}, listing_id) > ($2, $3) "
+            f"ORDER BY {self.column}, listing_id LIMIT $4",
             now,
             since,
             last,
@@ -98,11 +102,18 @@ class ExpiryJob:
 
     async def next_due(self, conn: Connection, now: datetime) -> datetime | None:
         value: datetime | None = await conn.fetchval(
-            "SELECT min(effective_until) FROM listings "
-            "WHERE status <> 'delisted' AND effective_until > $1",
+            f"SELECT min({self.column}) FROM listings WHERE {self.where} AND {self.column} > $1",
             now,
         )
         return value
+
+
+class ExpiryJob(_DueByColumn):
+    """An `expired` delisting, effective at `effective_until`, for each listing past it."""
+
+    name = "listing_expiry"
+    column = "effective_until"
+    where = index_where = "status <> 'delisted'"
 
     def command(self, aggregate_id: UUID) -> Command:
         def expire(uow: UnitOfWork) -> bool:
@@ -121,40 +132,13 @@ class ExpiryJob:
         return expire
 
 
-class TakeEffectJob:
+class TakeEffectJob(_DueByColumn):
     """`TookEffect` for noticed listings whose window ended with no objection pending."""
 
     name = "listing_take_effect"
-
-    async def setup(self, conn: Connection) -> None:
-        await conn.execute(
-            "CREATE INDEX IF NOT EXISTS listings_notice_due ON listings "
-            "(notice_until, listing_id) WHERE status = 'noticed'"
-        )
-
-    async def due(
-        self, conn: Connection, now: datetime, after: tuple[datetime, UUID] | None, limit: int
-    ) -> list[tuple[datetime, UUID]]:
-        since, last = after or (datetime.min.replace(tzinfo=now.tzinfo), UUID(int=0))
-        rows = await conn.fetch(
-            "SELECT notice_until, listing_id FROM listings "
-            "WHERE status = 'noticed' AND notice_until <= $1 AND pending_objections = 0 "
-            "AND (notice_until, listing_id) > ($2, $3) "
-            "ORDER BY notice_until, listing_id LIMIT $4",
-            now,
-            since,
-            last,
-            limit,
-        )
-        return [(r[0], r[1]) for r in rows]
-
-    async def next_due(self, conn: Connection, now: datetime) -> datetime | None:
-        value: datetime | None = await conn.fetchval(
-            "SELECT min(notice_until) FROM listings "
-            "WHERE status = 'noticed' AND notice_until > $1 AND pending_objections = 0",
-            now,
-        )
-        return value
+    column = "notice_until"
+    index_where = "status = 'noticed'"
+    where = "status = 'noticed' AND pending_objections = 0"
 
     def command(self, aggregate_id: UUID) -> Command:
         def take_effect(uow: UnitOfWork) -> bool:
