@@ -27,20 +27,31 @@ GetNode = Callable[[int, int], bytes]
 Node = tuple[int, int]
 Range = tuple[int, int]
 
+# Contexts that have already absorbed the domain-separation byte: `.copy()` then `.update()`
+# costs less than concatenating the prefix (a fresh context and a copy of the input) and is
+# the cheapest per-call pattern measured (CPython 3.11, OpenSSL 3.0).
+_LEAF_PREFIX = hashlib.sha256(b"\x00")
 _NODE_PREFIX = hashlib.sha256(b"\x01")
 
 
 def leaf_hash(entry: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + entry).digest()
+    ctx = _LEAF_PREFIX.copy()
+    ctx.update(entry)
+    return ctx.digest()
 
 
 def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
-    sha256 = hashlib.sha256
-    return [sha256(b"\x00" + entry).digest() for entry in entries]
+    copy = _LEAF_PREFIX.copy
+    out: list[bytes] = []
+    append = out.append
+    for entry in entries:
+        ctx = copy()
+        ctx.update(entry)
+        append(ctx.digest())
+    return out
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
-    # Copying a context that has already absorbed 0x01 beats concatenating three byte strings.
     ctx = _NODE_PREFIX.copy()
     ctx.update(left)
     ctx.update(right)
@@ -52,7 +63,8 @@ def level_up(hashes: Sequence[bytes]) -> list[bytes]:
     copy = _NODE_PREFIX.copy
     out: list[bytes] = []
     append = out.append
-    for left, right in zip(hashes[0::2], hashes[1::2], strict=True):
+    pairs = iter(hashes)
+    for left, right in zip(pairs, pairs, strict=True):
         ctx = copy()
         ctx.update(left)
         ctx.update(right)
