@@ -10,6 +10,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from hub.agencies import require_scope
 from hub.api.deps import AgencyDep, HubDep
+from hub.api.fastlisting import fast_create
 from hub.bootstrap import Hub
 from hub.credit.domainmodel import Listing
 from hub.credit.service import parse_listing_id
@@ -64,7 +65,12 @@ class ListingController(Controller):
     path = "/v1/listings"
     tags = ["listings"]  # noqa: RUF012 - Litestar reads it as a class attribute
 
-    @post("/", status_code=201, summary="Put a subject on a list (idempotent per decision)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Put a subject on a list (idempotent per decision)",
+        middleware=[fast_create],
+    )
     async def create(
         self, data: JSONBody[NewListing], agency: AgencyDep, hub: HubDep
     ) -> Response[CommandResult]:

@@ -6,6 +6,13 @@ command against a shared unit of work and saves all new events with one `app.sav
 (`HubError`) answers only its own request. If the batch cannot be saved (a concurrent writer
 in another process, a repeat of an existing decision), every command runs again alone,
 carefully, so a bad neighbour never fails a good command.
+
+Up to `max_inflight` batches are written at once, each on its own thread and connection:
+while one batch waits for its commit (the fsync), the next one is already built and waiting
+for the events table's lock, so the database never waits for Python between two commits.
+The lock still orders them: positions follow commit order. A command in the later batch may
+read an aggregate that the earlier one is changing; its save then fails on the primary key
+and it runs again alone, as with a writer in another process.
 """
 
 from __future__ import annotations
@@ -46,12 +53,16 @@ class _Outcome:
 
 
 class Committer:
-    def __init__(self, app: CreditApplication, clock: Clock, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, app: CreditApplication, clock: Clock, *, max_batch: int = 256, max_inflight: int = 2
+    ) -> None:
         self.app = app
         self.clock = clock
         self.max_batch = max_batch
+        self.max_inflight = max_inflight
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
         self.on_commit: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -63,6 +74,10 @@ class Committer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for write in list(self._writes):
+            write.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await write
 
     async def submit(self, command: Command) -> tuple[Any, int]:
         """Run `command` in a batch; returns its result and the position of its last event."""
@@ -72,23 +87,39 @@ class Committer:
         return await item.future
 
     async def _loop(self) -> None:
+        writers = asyncio.Semaphore(self.max_inflight)
         while True:
-            items = [await self._queue.get()]
+            await writers.acquire()  # while every writer is busy, requests gather in the queue
+            try:
+                items = [await self._queue.get()]
+            except BaseException:
+                writers.release()
+                raise
             while len(items) < self.max_batch and not self._queue.empty():
                 items.append(self._queue.get_nowait())
-            try:
-                outcomes = await asyncio.to_thread(self._run_batch, items)
-            except Exception as exc:  # the database is down: fail this batch, keep serving
-                log.exception("commit_failed", batch=len(items))
-                error = Unavailable(f"the credit log cannot be written now: {exc}", retry_after=1)
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                continue
-            for outcome in outcomes:
-                self._answer(outcome)
-            if self.on_commit is not None:
-                self.on_commit()
+            write = asyncio.create_task(self._write(items, writers))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+
+    async def _write(self, items: list[_Item], writers: asyncio.Semaphore) -> None:
+        try:
+            outcomes = await asyncio.to_thread(self._run_batch, items)
+        except Exception as exc:  # the database is down: fail this batch, keep serving
+            writers.release()
+            log.exception("commit_failed", batch=len(items))
+            error = Unavailable(f"the credit log cannot be written now: {exc}", retry_after=1)
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        except BaseException:
+            writers.release()
+            raise
+        writers.release()
+        for outcome in outcomes:
+            self._answer(outcome)
+        if self.on_commit is not None:
+            self.on_commit()
 
     @staticmethod
     def _answer(outcome: _Outcome) -> None:

@@ -127,12 +127,18 @@ class HttpConnection:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, from /proc (0 where there is no /proc)."""
+    """User + system CPU of a process and its live children (`--workers`), from /proc (0
+    where there is no /proc)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return own + sum(_cpu_seconds(int(child)) for child in children)
 
 
 async def _drive(
@@ -184,7 +190,7 @@ async def _drive(
 
 @contextlib.asynccontextmanager
 async def serve_hub(
-    dsn: str, schema: str, extra_env: dict[str, str]
+    dsn: str, schema: str, extra_env: dict[str, str], workers: int = 1
 ) -> AsyncIterator[tuple[int, int]]:
     """`hub serve` in a subprocess on a free port; yields (port, pid)."""
     port = free_port()
@@ -198,7 +204,9 @@ async def serve_hub(
     env |= extra_env
     with tempfile.TemporaryDirectory(prefix="bench-hub-") as workdir:
         log_path = Path(workdir) / "hub.log"
-        process = _spawn(port, env, Path(workdir), quiet=env["HUB_LOG_LEVEL"] == "info")
+        process = _spawn(
+            port, env, Path(workdir), quiet=env["HUB_LOG_LEVEL"] == "info", workers=workers
+        )
         try:
             await _wait_ready(port, process, log_path)
             yield port, process.pid
@@ -212,12 +220,15 @@ async def serve_hub(
 
 
 def _spawn(
-    port: int, env: dict[str, str], workdir: Path, *, quiet: bool
+    port: int, env: dict[str, str], workdir: Path, *, quiet: bool, workers: int = 1
 ) -> subprocess.Popen[bytes]:
     """Start `hub serve`; its output goes to `workdir/hub.log` (stdout dropped when `quiet`)."""
+    command = [sys.executable, "-m", "hub.cli", "serve", "--port", str(port)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     with (workdir / "hub.log").open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "serve", "--port", str(port)],
+            command,
             cwd=workdir,
             env=env,
             stdout=subprocess.DEVNULL if quiet else log,
@@ -334,7 +345,13 @@ def raw_worker(pool: asyncpg.Pool, schema: str) -> Opener:
 
 
 async def run(
-    dsn: str, seconds: float, warmup: float, levels: list[int], hub_env: dict[str, str]
+    dsn: str,
+    seconds: float,
+    warmup: float,
+    levels: list[int],
+    hub_env: dict[str, str],
+    *,
+    workers: int = 1,
 ) -> dict[str, Any]:
     tag = secrets.token_hex(4)
     api_schema, raw_schema = f"bench_api_{tag}", f"bench_raw_{tag}"
@@ -343,7 +360,7 @@ async def run(
     try:
         await admin.execute(f'CREATE SCHEMA "{raw_schema}"')
         await admin.execute(RAW_DDL.format(schema=f'"{raw_schema}"'))
-        async with serve_hub(dsn, api_schema, hub_env) as (port, pid):
+        async with serve_hub(dsn, api_schema, hub_env, workers) as (port, pid):
             key = await _agency_key(port)
             for clients in levels:
                 worker = api_worker(port, key, f"c{clients}")
@@ -428,10 +445,18 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         metavar="HUB_X=VALUE",
         help="a setting for the hub (default HUB_LOG_LEVEL=warning; info logs each request)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`hub serve --workers N` (the batch column then shows one worker's batches)",
+    )
     opts = parser.parse_args(args)
     levels = [int(c) for c in opts.clients.split(",") if c.strip()]
     hub_env = dict(item.split("=", 1) for item in opts.hub_env)
-    return asyncio.run(run(opts.dsn, opts.seconds, opts.warmup, levels, hub_env))
+    return asyncio.run(
+        run(opts.dsn, opts.seconds, opts.warmup, levels, hub_env, workers=opts.workers)
+    )
 
 
 if __name__ == "__main__":
