@@ -8,13 +8,13 @@ no objection pending), has started, and has not expired: expiry counts from the 
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from projections._runner import Connection
 from schemas import events as ev
@@ -84,56 +84,129 @@ _UPSERT = (
 )
 
 
-_record = operator.itemgetter(*COLUMNS)
-"""A row as a tuple in `COLUMNS` order."""
+_INDEX = {column: i for i, column in enumerate(COLUMNS)}
+_STATUS = _INDEX["status"]
+_PENDING = _INDEX["pending_objections"]
+_REASON = _INDEX["delist_reason"]
+_DELISTED_AT = _INDEX["delisted_at"]
+_POSITION = _INDEX["position"]
 
 
-def _apply(row: dict[str, Any], event: RawEvent, payload: ev.EventPayload) -> None:
+class _Registration(msgspec.Struct, gc=False):
+    """The fields of `ListingRegistered` a row needs: decoding skips the others (the long
+    texts: legal basis, facts, digest), which is most of the cost of a registration."""
+
+    timestamp: datetime
+    subject_id: str
+    subject_name: str
+    list: str
+    domain: str
+    severity: str | None
+    intent: str | None
+    decision_no: str
+    region: str
+    authority: str
+    effective_from: datetime
+    effective_until: datetime | None
+    notice_until: datetime | None
+
+
+_decode_registration = msgspec.msgpack.Decoder(_Registration).decode
+
+_LISTING_TOPICS = {
+    topic: kind.payload
+    for topic, kind in ev.EVENT_TYPES.items()
+    if topic.startswith(ev.LISTING_TOPIC)
+}
+_REGISTRATIONS = frozenset(
+    t for t, payload in _LISTING_TOPICS.items() if issubclass(payload, ev.ListingRegistered)
+)
+"""Registration topics: decoded with `_Registration`; other listing topics in full."""
+
+
+def _apply(row: list[Any], event: RawEvent, payload: ev.EventPayload) -> None:
+    """Apply one event to a row (a list in `COLUMNS` order)."""
     match payload:
         case ev.ListingObjected():
-            row["status"] = "objected"
-            row["pending_objections"] += 1
+            row[_STATUS] = "objected"
+            row[_PENDING] += 1
         case ev.ListingObjectionResolved():
-            row["pending_objections"] = max(0, row["pending_objections"] - 1)
-            if row["pending_objections"] == 0 and row["status"] == "objected":
-                row["status"] = "noticed"
+            row[_PENDING] = max(0, row[_PENDING] - 1)
+            if row[_PENDING] == 0 and row[_STATUS] == "objected":
+                row[_STATUS] = "noticed"
         case ev.ListingTookEffect():
-            row["status"] = "effective"
+            row[_STATUS] = "effective"
         case ev.ListingAmended():
             for key, value in payload.changes.items():
-                if key in row:
-                    row[key] = value
+                index = _INDEX.get(key)
+                if index is not None:
+                    row[index] = value
         case ev.ListingDelisted():
-            row["status"] = "delisted"
-            row["delist_reason"] = payload.reason
-            row["delisted_at"] = payload.effective_at
+            row[_STATUS] = "delisted"
+            row[_REASON] = payload.reason
+            row[_DELISTED_AT] = payload.effective_at
         case _:
             return
-    row["position"] = event.position
+    row[_POSITION] = event.position
 
 
-def _new_row(event: RawEvent, p: ev.ListingRegistered) -> dict[str, Any]:
-    return {
-        "listing_id": event.originator_id,
-        "subject_id": p.subject_id,
-        "subject_name": p.subject_name,
-        "list": p.list,
-        "domain": p.domain,
-        "severity": p.severity,
-        "intent": p.intent,
-        "region": p.region,
-        "authority": p.authority,
-        "decision_no": p.decision_no,
-        "effective_from": p.effective_from,
-        "effective_until": p.effective_until,
-        "notice_until": p.notice_until,
-        "status": "noticed" if p.notice_until is not None else "effective",
-        "pending_objections": 0,
-        "delist_reason": None,
-        "delisted_at": None,
-        "recorded_at": p.timestamp,
-        "position": event.position,
-    }
+def _new_row(event: RawEvent, p: _Registration) -> tuple[Any, ...]:
+    """A registration's row, in `COLUMNS` order (a tuple: the garbage collector stops tracking
+    it; a later event of the batch copies it into a list)."""
+    return (
+        event.originator_id,
+        p.subject_id,
+        p.subject_name,
+        p.list,
+        p.domain,
+        p.severity,
+        p.intent,
+        p.region,
+        p.authority,
+        p.decision_no,
+        p.effective_from,
+        p.effective_until,
+        p.notice_until,
+        "noticed" if p.notice_until is not None else "effective",
+        0,
+        None,
+        None,
+        p.timestamp,
+        event.position,
+    )
+
+
+_Decoded = tuple[list[tuple[RawEvent, Any]], set[UUID]]
+"""(event, payload) pairs and the ids registered in the batch."""
+
+
+def _decode(events: Sequence[RawEvent]) -> _Decoded:
+    """(event, payload) of the listing events, in order, a registration's payload being its new
+    row (a tuple); and the ids registered among them."""
+    decoded: list[tuple[RawEvent, Any]] = []
+    created: set[UUID] = set()
+    for event in events:
+        topic = event.topic
+        if topic in _REGISTRATIONS:
+            decoded.append((event, _new_row(event, _decode_registration(event.state))))
+            created.add(event.originator_id)
+        elif topic in _LISTING_TOPICS:
+            decoded.append((event, ev.decode_payload(topic, event.state)))
+    return decoded, created
+
+
+def _fold(decoded: list[tuple[RawEvent, Any]], rows: dict[UUID, Sequence[Any]]) -> None:
+    """Apply the batch, in order, to `rows` (the stored rows it changes, by id)."""
+    for event, payload in decoded:
+        if type(payload) is tuple:  # a registration's new row
+            rows[event.originator_id] = payload
+            continue
+        row = rows.get(event.originator_id)
+        if row is None:
+            continue
+        if not isinstance(row, list):
+            row = rows[event.originator_id] = list(row)
+        _apply(row, event, payload)
 
 
 class ListingsProjection:
@@ -146,29 +219,20 @@ class ListingsProjection:
         await conn.execute("TRUNCATE listings")
 
     async def apply(self, conn: Connection, events: Sequence[RawEvent]) -> None:
-        decoded = [
-            (event, ev.decode_payload(event.topic, event.state))
-            for event in events
-            if event.topic in ev.EVENT_TYPES and event.topic.startswith(ev.LISTING_TOPIC)
-        ]
+        decoded, created = _decode(events)
         if not decoded:
             return
-        rows: dict[UUID, dict[str, Any]] = {}
-        created = {e.originator_id for e, p in decoded if isinstance(p, ev.ListingRegistered)}
-        missing = {e.originator_id for e, p in decoded if e.originator_id not in created}
+        rows: dict[UUID, Sequence[Any]] = {}
+        missing = {e.originator_id for e, _ in decoded if e.originator_id not in created}
         if missing:
             for record in await conn.fetch(
                 f"SELECT {', '.join(COLUMNS)} FROM listings WHERE listing_id = ANY($1::uuid[])",
                 list(missing),
             ):
-                rows[record["listing_id"]] = dict(record)
-        for event, payload in decoded:
-            if isinstance(payload, ev.ListingRegistered):
-                rows[event.originator_id] = _new_row(event, payload)
-            elif event.originator_id in rows:
-                _apply(rows[event.originator_id], event, payload)
-        new = [_record(r) for key, r in rows.items() if key in created]
-        changed = [_record(r) for key, r in rows.items() if key not in created]
+                rows[record[0]] = list(record)
+        _fold(decoded, rows)
+        new = [r for key, r in rows.items() if key in created]
+        changed = [r for key, r in rows.items() if key not in created]
         if new:
             try:  # rows registered in this batch are new: plain COPY, no staging, no conflict
                 async with conn.transaction():
