@@ -18,12 +18,14 @@ import contextlib
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
 import structlog
 from prometheus_client import Gauge
 
+from schemas.codec import decode_state
 from schemas.log import RawEvent
 
 log = structlog.get_logger(__name__)
@@ -89,6 +91,7 @@ class ProjectionRunner:
         self.name = projection.name
         self.position = 0
         self.wakeup = asyncio.Event()
+        self.coalesce_seconds = 0.003
 
     async def setup(self) -> None:
         async with self.pool.acquire() as conn:
@@ -146,11 +149,22 @@ class ProjectionRunner:
         return total
 
     async def _lag(self) -> None:
+        """Lag in events, and in seconds: the age of the oldest event not yet applied."""
         async with self.pool.acquire() as conn:
             head = await max_position(conn)
+            age = 0.0
+            if head > self.position:
+                state = await conn.fetchval(
+                    f"SELECT state FROM {EVENTS_TABLE} WHERE notification_id > $1 "
+                    "ORDER BY notification_id LIMIT 1",
+                    self.position,
+                )
+                if state is not None:
+                    recorded = decode_state(state).get("timestamp")
+                    if isinstance(recorded, datetime):
+                        age = max(0.0, (datetime.now(tz=UTC) - recorded).total_seconds())
         LAG_EVENTS.labels(self.name).set(max(0, head - self.position))
-        if head <= self.position:
-            LAG_SECONDS.labels(self.name).set(0)
+        LAG_SECONDS.labels(self.name).set(age)
 
     async def run(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:
         """Hold the projection's lock, then follow the log until `stop` is set."""
@@ -191,3 +205,7 @@ class ProjectionRunner:
             await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
+            if self.wakeup.is_set() and not stop.is_set():
+                # a commit woke us (the committer and NOTIFY both do): let the wake-ups and
+                # the commits of concurrent writers gather, and apply them in one transaction
+                await asyncio.sleep(self.coalesce_seconds)
