@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+import structlog
 from eventsourcing.persistence import IntegrityError
 
 from hub.clock import Clock
@@ -151,6 +152,7 @@ class ListingService:
         subject_id, region = self._check_new(agency, body)
         digest = _digest(body)
         listing_id = listing_id_for(agency.code, body.basis.decision_no)
+        structlog.contextvars.bind_contextvars(listing_id=str(listing_id))
 
         def command(uow: UnitOfWork) -> tuple[str, bool, int]:
             existing = uow.get_for_create(listing_id)
@@ -260,6 +262,8 @@ class ListingService:
     # -- changes to an existing listing -------------------------------------------------
 
     async def _change(self, agency: Agency, listing_id: UUID, change: Any) -> CommandResult:
+        structlog.contextvars.bind_contextvars(listing_id=str(listing_id))
+
         def command(uow: UnitOfWork) -> tuple[str, int]:
             listing = uow.get_listing(listing_id)
             if listing is None:
