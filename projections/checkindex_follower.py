@@ -146,14 +146,16 @@ class IndexFollower:
                 events = await read_events(conn, self.position, self.batch_size)
                 if events:
                     await self.apply(conn, events)
+                    # no await between the index changing and its position moving: a check
+                    # must never see the new state under the old position (replay relies on it)
+                    self.tree_size += len(events)
+                    self._advance(events[-1].position)
             if not events:
                 self._caught_up_at = time.monotonic()
                 INDEX_LAG_EVENTS.set(0)
                 INDEX_LAG_SECONDS.set(0)
                 return total
             total += len(events)
-            self.tree_size += len(events)
-            self._advance(events[-1].position)
 
     async def apply(self, conn: Connection, events: Sequence[RawEvent]) -> None:
         decoded: list[tuple[RawEvent, ev.EventPayload]] = []

@@ -19,23 +19,23 @@ from schemas.identifiers import (
 )
 
 _VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_INVALID = 255
+_TABLE = bytes(_VALUE.get(chr(b), _INVALID) for b in range(256))
+"""`bytes.translate` table: an ASCII character to its USCC value, 255 when not in the alphabet."""
 _WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 _CANONICAL_LENGTH = 23
 
 
 def canonical_subject(value: str, *, field: str = "subject_id") -> str:
     """The canonical `kind:code` of a subject id; InputError naming `field` when invalid."""
-    if len(value) == _CANONICAL_LENGTH and value.startswith("uscc:"):
+    if len(value) == _CANONICAL_LENGTH and value.startswith("uscc:") and value.isascii():
         code = value[5:]
-        try:
-            total = sum(map(mul, map(_VALUE.__getitem__, code[:17]), _WEIGHTS))
-        except KeyError:
-            total = -1
+        digits = code.encode().translate(_TABLE)
         if (
-            total >= 0
+            _INVALID not in digits
+            and (31 - sum(map(mul, digits, _WEIGHTS)) % 31) % 31 == digits[17]
             and code[0] in USCC_AUTHORITIES
             and code[2:8].isdigit()
-            and USCC_ALPHABET[(31 - total % 31) % 31] == code[17]
         ):
             return value
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import subprocess
 import tempfile
@@ -38,18 +39,40 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    server_cpu_s: float | None = None
+    """CPU seconds (user + system) the server process used in the measured interval."""
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
 
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """Server CPU per answered request: steadier than rates on a shared machine."""
+        if self.server_cpu_s is None or not self.requests:
+            return None
+        return self.server_cpu_s / self.requests * 1e6
+
     def as_dict(self) -> dict[str, Any]:
+        cpu = self.cpu_us_per_request
         return {
             "per_second": round(self.rate, 1),
             "p50_ms": round(self.p50_ms, 3),
             "p99_ms": round(self.p99_ms, 3),
             "errors": self.errors,
+            "server_cpu_us_per_request": None if cpu is None else round(cpu, 1),
         }
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of process `pid` (all its threads), None when unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class HttpConnection:
@@ -92,6 +115,7 @@ def wrk_load(
     clients: int,
     seconds: float,
     warmup: float,
+    pid: int | None = None,
 ) -> LoadResult:
     lua = ", ".join("[==[" + b.decode() + "]==]" for b in bodies)
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
@@ -117,12 +141,15 @@ def wrk_load(
 
         if warmup > 0:
             wrk(warmup)
+        cpu_before = process_cpu(pid)
         out = wrk(seconds)
+        cpu_after = process_cpu(pid)
     found = _RESULT.search(out)
     if found is None:
         raise RuntimeError(f"wrk printed no result: {out.decode(errors='replace')}")
     requests, micros, p50, p99, errors = (int(g) for g in found.groups())
-    return LoadResult("wrk", requests, micros / 1e6, p50 / 1000, p99 / 1000, errors)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return LoadResult("wrk", requests, micros / 1e6, p50 / 1000, p99 / 1000, errors, cpu)
 
 
 async def python_load(
@@ -134,12 +161,21 @@ async def python_load(
     clients: int,
     seconds: float,
     warmup: float,
+    pid: int | None = None,
 ) -> LoadResult:
     loop = asyncio.get_running_loop()
     start = loop.time() + warmup
     end = start + seconds
     latencies: list[float] = []
     errors = [0]
+
+    cpu: list[float | None] = [None, None]
+
+    async def mark() -> None:
+        await asyncio.sleep(max(0.0, start - loop.time()))
+        cpu[0] = process_cpu(pid)
+        await asyncio.sleep(max(0.0, end - loop.time()))
+        cpu[1] = process_cpu(pid)
 
     async def worker(n: int) -> None:
         conn = await HttpConnection.open(port)
@@ -156,10 +192,11 @@ async def python_load(
             with contextlib.suppress(Exception):
                 conn.close()
 
-    await asyncio.gather(*(worker(n) for n in range(clients)))
+    await asyncio.gather(mark(), *(worker(n) for n in range(clients)))
     ordered = sorted(latencies)
 
     def pct(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
-    return LoadResult("python", len(ordered), seconds, pct(0.5), pct(0.99), errors[0])
+    used = None if cpu[0] is None or cpu[1] is None else cpu[1] - cpu[0]
+    return LoadResult("python", len(ordered), seconds, pct(0.5), pct(0.99), errors[0], used)

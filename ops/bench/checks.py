@@ -190,7 +190,7 @@ def check_bodies(subjects: list[str]) -> list[bytes]:
 
 
 async def http_case(
-    port: int, key: str, bodies: list[bytes], args: argparse.Namespace
+    port: int, key: str, bodies: list[bytes], args: argparse.Namespace, pid: int | None = None
 ) -> LoadResult:
     if args.load == "wrk" or (args.load == "auto" and shutil.which("wrk")):
         return await asyncio.to_thread(
@@ -202,6 +202,7 @@ async def http_case(
             clients=args.clients,
             seconds=args.seconds,
             warmup=args.warmup,
+            pid=pid,
         )
     return await python_load(
         port,
@@ -211,6 +212,7 @@ async def http_case(
         clients=args.clients,
         seconds=args.seconds,
         warmup=args.warmup,
+        pid=pid,
     )
 
 
@@ -327,14 +329,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="bench-checks-") as tmp:
             workdir = Path(tmp)
             bare_port, bare = bare_server(workdir)
-            with bare:
-                base = await http_case(bare_port, "none", bodies, args)
+            with bare as bare_pid:
+                base = await http_case(bare_port, "none", bodies, args, bare_pid)
                 bare_batch, _ = await batch_case(bare_port, "none", subjects, 10)
             port, hub = hub_server(dsn, schema, workdir)
             try:
-                with hub:
+                with hub as hub_pid:
                     key = await prepare(port, subjects, args.subjects // 10)
-                    checks = await http_case(port, key, bodies, args)
+                    checks = await http_case(port, key, bodies, args, hub_pid)
                     batch, batch_bytes = await batch_case(port, key, subjects, args.batches)
                     seen, plain = await visibility_case(port, key, args.samples)
             finally:
@@ -347,6 +349,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "checks": checks.as_dict(),
         "ratio": round(checks.rate / base.rate, 3),
         "p99_ratio": round(checks.p99_ms / base.p99_ms, 3),
+        "cpu_ratio": (
+            None
+            if checks.cpu_us_per_request is None or base.cpu_us_per_request is None
+            else round(checks.cpu_us_per_request / base.cpu_us_per_request, 3)
+        ),
         "load": base.tool,
     }
     result["batch"] = {
@@ -369,6 +376,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _maybe(value: float | None, spec: str = ",.1f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def report(r: dict[str, Any]) -> None:
     http, batch, seen, index = r["http"], r["batch"], r["visibility_ms"], r["index"]
     rows = [
@@ -378,6 +389,9 @@ def report(r: dict[str, Any]) -> None:
         ("bare p99 ms", f"{http['bare']['p99_ms']:.2f}", ""),
         ("check p99 ms", f"{http['checks']['p99_ms']:.2f}", ""),
         ("  check p99 / bare p99", f"{http['p99_ratio']:.2f}", "<= 1.5"),
+        ("bare server CPU us/request", _maybe(http["bare"]["server_cpu_us_per_request"]), ""),
+        ("check server CPU us/request", _maybe(http["checks"]["server_cpu_us_per_request"]), ""),
+        ("  check CPU / bare CPU", _maybe(http["cpu_ratio"], ".2f"), ""),
         ("batch checks/s", f"{batch['checks_per_second']:,}", ">= 200,000"),
         ("  batch / bare transport of the body", f"{batch['ratio']:.2f}", ""),
         ("2xx listing -> check reflects it, p50 ms", f"{seen['p50']:.2f}", ""),

@@ -117,7 +117,7 @@ async def test_bad_parameters_are_named(client, make_agency):
     tax = await make_agency()
     created = await client.post("/v1/listings", json=listing(1), headers=tax)
     position = created.json()["position"]
-    await _heads_until(client, tax, 1)
+    await _heads_until(client, tax, position)  # the listing is in the tree (no gaps here)
 
     async def problem(url: str, status: int) -> dict:
         response = await client.get(url, headers=tax)
