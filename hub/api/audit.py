@@ -111,6 +111,9 @@ async def list_as_of(
         str | None, QueryParameter(description="the previous page's next_after")
     ] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    min_position: Annotated[
+        int | None, QueryParameter(ge=0, description="wait until the history reached it")
+    ] = None,
 ) -> ListAsOf:
     require_scope(agency, "audit", "subscribe")
     if list_name not in PUNITIVE_LISTS | INCENTIVE_LISTS:
@@ -118,6 +121,8 @@ async def list_as_of(
             f"unknown list {list_name!r}; lists are {sorted(PUNITIVE_LISTS | INCENTIVE_LISTS)}",
             field="list_name",
         )
+    if min_position is not None:
+        await hub.require_position(min_position, 2.0, ("history",))
     return await list_at(hub, list_name, as_of=as_of, known_at=known_at, after=after, limit=limit)
 
 

@@ -97,7 +97,7 @@ async def test_subject_and_list_as_of(client, make_agency, clock):
     assert len(await active("2025-05-31T00:00:00+08:00".replace("+", "%2B"))) == 1
 
     async def listed(as_of: str, known_at: int | None = None, **page) -> dict:
-        url = f"/v1/lists/blacklist?as_of={as_of}"
+        url = f"/v1/lists/blacklist?as_of={as_of}&min_position={p4}"
         if known_at is not None:
             url += f"&known_at={known_at}"
         for key, value in page.items():
@@ -122,7 +122,7 @@ async def test_list_pages_and_bad_parameters(client, make_agency, clock):
     await _ok(await client.get(f"/v1/subjects/{SUBJECT}?min_position={position}", headers=tax))
     seen, after = [], None
     while True:
-        url = "/v1/lists/blacklist?as_of=2025-06-01T00:00:00Z&limit=2"
+        url = f"/v1/lists/blacklist?as_of=2025-06-01T00:00:00Z&limit=2&min_position={position}"
         page = await _ok(await client.get(url + (f"&after={after}" if after else ""), headers=tax))
         seen += [x["listing_id"] for x in page["listings"]]
         after = page["next_after"]

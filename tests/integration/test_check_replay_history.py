@@ -189,7 +189,8 @@ async def _as_of_agrees(client, tax, subjects, position) -> None:
         suffix = f"as_of={as_of}" + (f"&known_at={known}" if known is not None else "")
         listed = set()
         for list_name in ("blacklist", "watchlist", "redlist"):
-            page = await client.get(f"/v1/lists/{list_name}?{suffix}&limit=1000", headers=tax)
+            url = f"/v1/lists/{list_name}?{suffix}&limit=1000&min_position={position}"
+            page = await client.get(url, headers=tax)
             assert page.status_code == 200, page.text
             listed |= {
                 (x["subject_id"], x["listing_id"], x["severity"], x["effective_until"])
