@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import structlog
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.types import (
     ASGIApp,
     HTTPRequestEvent,
@@ -41,13 +42,22 @@ _encoder = msgspec.json.Encoder()
 _JSON = (b"content-type", b"application/json")
 
 
+MAX_BODY = 10_000_000
+"""Litestar's own default `request_max_body_size`: the fast paths refuse what it refuses."""
+
+
 async def _read_body(receive: Receive) -> bytes:
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:  # never buffer an unbounded body in memory
+            raise HTTPException(status_code=413, detail="Request Entity Too Large")
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)

@@ -61,3 +61,14 @@ async def test_check_min_position_beyond_the_log_is_422(client, make_agency):
     }
     response = await client.post("/v1/checks", json=check, headers=tax)
     _problem(response, 422, "min_position")
+
+
+async def test_fast_routes_refuse_an_oversize_body_like_the_framework(client, make_agency):
+    tax = await make_agency()
+    huge = b'{"items": [' + b" " * 10_000_001 + b"]}"
+    for path in ("/v1/checks/batch", "/v1/listings", "/v1/checks"):
+        response = await client.post(
+            path, content=huge, headers=tax | {"content-type": "application/json"}
+        )
+        assert response.status_code == 413, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
