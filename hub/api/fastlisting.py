@@ -24,15 +24,13 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import (
     ASGIApp,
-    HTTPResponseBodyEvent,
-    HTTPResponseStartEvent,
     Receive,
     Scope,
     Send,
 )
 
 from hub.agencies import require_scope
-from hub.checks.fastpath import _authorization, _read_body, _replay
+from hub.checks.fastpath import _authorization, _read_body, _replay, send_json
 from schemas.listing import NewListing
 
 ENABLED = True
@@ -68,18 +66,6 @@ def fast_create(app: ASGIApp) -> ASGIApp:
         structlog.contextvars.bind_contextvars(agency=agency.code)
         require_scope(agency, "publish")
         result, created = await hub.listings.register(agency, data)
-        payload = _encoder.encode(result)
-        start: HTTPResponseStartEvent = {
-            "type": "http.response.start",
-            "status": 201 if created else 200,
-            "headers": [_JSON, (b"content-length", str(len(payload)).encode())],
-        }
-        await send(start)
-        end: HTTPResponseBodyEvent = {
-            "type": "http.response.body",
-            "body": payload,
-            "more_body": False,
-        }
-        await send(end)
+        await send_json(send, 201 if created else 200, _encoder.encode(result))
 
     return middleware

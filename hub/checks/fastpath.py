@@ -2,13 +2,14 @@
 
 It sits on the documented Litestar handler (`hub.checks.api.post_check`) and skips the
 framework's per-request machinery (request object, dependency injection, signature model,
-response object) on the happy path: read the body, decode it with msgspec into the same
-`CheckRequest` as the handler (unknown fields forbidden, the same lax conversion), authenticate
-with the same `Agencies.authenticate` and `require_scope`, ask the same `CheckService`, and
-write the JSON answer. Whenever the body does not decode, it hands the request, body and all,
-to the documented handler, so every validation problem is the framework's own; `HubError`s
-propagate to the app's one exception handler, as from any handler. Errors are therefore the
-same on both paths, byte for byte (tests/integration/test_checks_api.py compares them).
+response object) on the happy path: read the body, decode it strictly into the same
+`CheckRequest` as the handler (unknown fields forbidden, as `hub.api.strict` does),
+authenticate with the same `Agencies.authenticate` and `require_scope`, ask the same
+`CheckService`, and write the JSON answer. Whenever the body does not decode, it hands the
+request, body and all, to the documented handler, so every validation problem is the
+framework's own; `HubError`s propagate to the app's one exception handler, as from any
+handler. Errors are therefore the same on both paths, byte for byte
+(tests/integration/test_checks_api.py compares them).
 
 `ENABLED` switches the fast path off (the documented handler then answers everything).
 """
@@ -63,6 +64,18 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+async def send_json(send: Send, status: int, payload: bytes) -> None:
+    """Answer with a JSON body directly on the ASGI channel (what the fast routes skip)."""
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [_JSON, (b"content-length", str(len(payload)).encode())],
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": payload, "more_body": False}
+    await send(end)
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
@@ -109,26 +122,14 @@ def _fast_route(decoder: msgspec.json.Decoder[Any], method: str) -> Callable[[AS
                 await app(scope, _replay(body, receive), send)
                 return
             answer = await getattr(hub.checks, method)(agency, request)
-            payload = _encoder.encode(answer)
-            start: HTTPResponseStartEvent = {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [_JSON, (b"content-length", str(len(payload)).encode())],
-            }
-            await send(start)
-            end: HTTPResponseBodyEvent = {
-                "type": "http.response.body",
-                "body": payload,
-                "more_body": False,
-            }
-            await send(end)
+            await send_json(send, 200, _encoder.encode(answer))
 
         return middleware
 
     return wrap
 
 
-fast_check = _fast_route(msgspec.json.Decoder(CheckRequest, strict=False), "check")
+fast_check = _fast_route(msgspec.json.Decoder(CheckRequest), "check")
 """Route middleware for `POST /v1/checks`; the wrapped app is the documented handler."""
-fast_batch = _fast_route(msgspec.json.Decoder(BatchRequest, strict=False), "batch")
+fast_batch = _fast_route(msgspec.json.Decoder(BatchRequest), "batch")
 """Route middleware for `POST /v1/checks/batch`."""

@@ -72,3 +72,15 @@ async def test_fast_routes_refuse_an_oversize_body_like_the_framework(client, ma
         )
         assert response.status_code == 413, (path, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_the_check_fast_path_decodes_as_strictly_as_the_normal_route(client, make_agency):
+    tax = await make_agency()
+    lax = {"subject_id": "uscc:91350100M000100Y43", "matter": "bidding", "purpose": "p"}
+    _problem(
+        await client.post("/v1/checks", json=lax | {"min_position": "5"}, headers=tax),
+        400,
+        "min_position",
+    )
+    batch = {"items": [lax], "min_position": "5"}
+    _problem(await client.post("/v1/checks/batch", json=batch, headers=tax), 400, "min_position")
