@@ -15,29 +15,12 @@ import asyncio
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
     TaskID,
-    TextColumn,
-    TimeRemainingColumn,
 )
 
+from hub.progress import console, progress_bar
 from hub.settings import Settings
-
-console = Console(stderr=True)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 async def _export(settings: Settings, dest: Path, batch: int) -> int:
@@ -50,7 +33,7 @@ async def _export(settings: Settings, dest: Path, batch: int) -> int:
         settings.database_url, server_settings={"search_path": f'"{settings.database_schema}"'}
     )
     try:
-        with _progress() as progress:
+        with progress_bar() as progress:
             task: list[TaskID] = []
 
             def start(total: int) -> None:
@@ -112,7 +95,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not (directory / EVENTS).is_file():
         console.print(f"[red]{directory} holds no {EVENTS}: not an export[/red]")
         return 2
-    with _progress() as progress:
+    with progress_bar() as progress:
         total = _count(directory)
         task = progress.add_task("verifying events", total=total)
         report = verify_export(

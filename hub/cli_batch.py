@@ -21,34 +21,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from adapters.batch import BatchFileError, RowError, to_template_row
 from adapters.batch_files import RowWriter, count_rows, file_format, read_rows
 from hub.batch import Importer, export_records, wait_for_listings
 from hub.bootstrap import build_hub
+from hub.progress import progress_bar
 from hub.settings import Settings
 
 ERROR_HEADER = ("行号", "列名", "原因")  # row, column, reason
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
 
 
 async def _import(
@@ -63,7 +43,7 @@ async def _import(
         importer = Importer(
             hub, authority=args.authority, concurrency=args.concurrency, on_error=report
         )
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task(f"importing {path.name}", total=total)
             summary = await importer.run(
                 read_rows(path, fmt=fmt, encoding=args.encoding),

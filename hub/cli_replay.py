@@ -21,10 +21,9 @@ import sys
 from typing import Any
 
 import asyncpg
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hub.bootstrap import projections
+from hub.progress import console, progress_bar
 from hub.settings import Settings
 from projections import EVENTS_TABLE, ProjectionRunner, max_position
 from projections.replay import (
@@ -35,19 +34,6 @@ from projections.replay import (
     snapshot,
     tables_of,
 )
-
-console = Console(stderr=True)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 async def _pool(settings: Settings, size: int = 3) -> asyncpg.Pool:
@@ -94,7 +80,7 @@ async def _rebuild(pool: asyncpg.Pool, projection: Any, batch_size: int) -> int:
         definitions = await drop_secondary_indexes(conn, tables_of(projection))
     try:
         await runner.reset()
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task(f"replay {runner.name}", total=max(head, 1))
 
             def advance(_: int) -> None:
@@ -120,7 +106,7 @@ async def verify(settings: Settings, names: list[str], *, batch_size: int) -> in
             projection = projections()[name]
             async with pool.acquire() as conn:
                 position, live = await snapshot(conn, projection)
-            with _progress() as bar:
+            with progress_bar() as bar:
                 task = bar.add_task(f"verify {name}", total=max(position, 1))
                 fresh = await replay_digest(
                     settings.database_url,
