@@ -2,11 +2,12 @@
 
 The log in PostgreSQL is the source of truth; the relay follows it and publishes each event
 as a CloudEvent (`adapters.cloudevents`) on its subject. It pipelines: batches of events go
-out with `publish_async` while the next batch is read, and the relay's position advances
-only over acknowledged messages. How the stream keeps order and exactly-once across crashes
-and outages is in `adapters.relay_stream`. Any failure (NATS down, a lost ack, a leader
-change) ends the pass; the relay backs off, reconnects and recovers its place from the
-stream. It never touches the API's write path, so a NATS outage never blocks a listing.
+out (`adapters.relay_stream.Publisher`, each message acked by JetStream) while the next batch
+is read, and the relay's position advances only over acknowledged messages. How the stream
+keeps order and exactly-once across crashes and outages is in `adapters.relay_stream`. Any
+failure (NATS down, a lost ack, a leader change) ends the pass; the relay backs off,
+reconnects and recovers its place from the stream. It never touches the API's write path,
+so a NATS outage never blocks a listing.
 
 One relay per stream publishes at a time: the holder of a PostgreSQL advisory lock. The
 others wait, and keep their `position` fresh from the stream for `GET /v1/info`. The same
@@ -25,7 +26,6 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -33,19 +33,11 @@ import nats
 import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
-from nats.js.api import PubAck
 
 from adapters import cloudevents as ce
 from adapters.relay_config import ERRORS, LAG, LEADER, POSITION, PUBLISHED, RelayConfig
 from adapters.relay_log import EVENTS_TABLE, LogReader
-from adapters.relay_stream import (
-    EXPECTED_SEQ_HEADER,
-    MSG_ID_HEADER,
-    POSITION_HEADER,
-    ensure_stream,
-    recover,
-)
+from adapters.relay_stream import Publisher, Run, ensure_stream, recover
 from adapters.relay_wire import Outgoing
 
 log = structlog.get_logger(__name__)
@@ -55,13 +47,6 @@ T = TypeVar("T")
 
 class RelayInterrupted(RuntimeError):
     """A pass ended early (an ack failed or timed out, the lock was lost); it starts again."""
-
-
-@dataclass(slots=True)
-class _Batch:
-    last_position: int
-    first_seq: int
-    futures: list[asyncio.Future[PubAck]]
 
 
 async def _quiet(_: Exception) -> None:
@@ -115,7 +100,7 @@ class Relay:
                             return
                     if not await self._lead(stop, nc):
                         continue
-                    await self._pump(nc.jetstream(timeout=self.config.ack_timeout), stop)
+                    await self._pump(nc, stop)
                 except Exception as exc:  # any outage: count, log, back off, start again
                     ERRORS.labels(self.spec.name, type(exc).__name__).inc()
                     log.warning("relay_retry", stream=self.spec.name, error=repr(exc))
@@ -180,36 +165,38 @@ class Relay:
 
     # -- one pass ------------------------------------------------------------------------
 
-    async def _pump(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+    async def _pump(self, nc: NatsClient, stop: asyncio.Event) -> None:
         """Publish from the stream's place on, until `stop`; raise to start over."""
         assert self._reader is not None  # noqa: S101 - set by run()
+        js = nc.jetstream(timeout=self.config.ack_timeout)
         await ensure_stream(js, self.spec)
         place = await recover(js, self.spec)
         self._set_position(place.position)
         seq, read_pos = place.sequence, place.position
-        inflight: deque[_Batch] = deque()
+        publisher = Publisher(nc)
+        await publisher.open()
+        inflight: deque[Run] = deque()
         ahead = self._read_ahead(read_pos)
         try:
             while True:
                 events = await ahead
                 if not events or stop.is_set():
-                    await self._settle_all(inflight)
+                    await self._settle_all(publisher, inflight)
                     if stop.is_set():
                         return
                     await self._idle(stop)
                     ahead = self._read_ahead(read_pos)
                     continue
-                inflight.append(await self._publish(js, events, seq))
-                seq, read_pos = seq + len(events), events[-1].position
-                ahead = self._read_ahead(read_pos)
+                read_pos = events[-1].position
+                ahead = self._read_ahead(read_pos)  # the next batch is read while this goes out
+                inflight.append(await publisher.publish(events, seq))
+                seq += len(events)
                 while len(inflight) >= self.config.window:
-                    await self._settle(inflight.popleft())
+                    await self._settle(publisher, inflight.popleft())
                 await self._check_lock()
         finally:
             ahead.cancel()
-            for batch in inflight:
-                for future in batch.futures:
-                    future.cancel()
+            await publisher.close()
 
     def _read_ahead(self, after: int) -> asyncio.Task[list[Outgoing]]:
         assert self._reader is not None  # noqa: S101
@@ -220,37 +207,20 @@ class Relay:
             )
         )
 
-    async def _publish(self, js: JetStreamContext, events: list[Outgoing], seq: int) -> _Batch:
-        futures: list[asyncio.Future[PubAck]] = []
-        for i, out in enumerate(events):
-            headers = {
-                MSG_ID_HEADER: out.id,
-                POSITION_HEADER: str(out.position),
-                EXPECTED_SEQ_HEADER: str(seq + i),
-                "Content-Type": ce.CONTENT_TYPE,
-            }
-            # no `wait_stall`: with it every publish yields to the loop and is written on its
-            # own; two batches in flight stay under nats-py's 4,000 pending publishes anyway
-            futures.append(await js.publish_async(out.subject, out.payload, headers=headers))
-        return _Batch(events[-1].position, seq + 1, futures)
+    async def _settle(self, publisher: Publisher, run: Run) -> None:
+        """Wait for a run's acks; only then does the position advance."""
+        if not run.done.done():
+            await asyncio.wait([run.done], timeout=self.config.ack_timeout)
+            if not run.done.done():
+                raise RelayInterrupted(f"{run.remaining} acks did not come within the timeout")
+        run.done.result()  # raises the first refusal
+        publisher.settled(run)
+        PUBLISHED.labels(self.spec.name).inc(len(run.seen))
+        self._set_position(run.last_position)
 
-    async def _settle(self, batch: _Batch) -> None:
-        """Wait for a batch's acks in order; only then does the position advance."""
-        if not all(future.done() for future in batch.futures):
-            _, pending = await asyncio.wait(batch.futures, timeout=self.config.ack_timeout)
-            if pending:
-                raise RelayInterrupted(f"{len(pending)} acks did not come within the timeout")
-        for i, future in enumerate(batch.futures):
-            if (exc := future.exception()) is not None:
-                raise RelayInterrupted(f"publish refused: {exc!r}") from exc
-            if future.result().seq != batch.first_seq + i:
-                raise RelayInterrupted("the stream holds another message at an expected place")
-        PUBLISHED.labels(self.spec.name).inc(len(batch.futures))
-        self._set_position(batch.last_position)
-
-    async def _settle_all(self, inflight: deque[_Batch]) -> None:
+    async def _settle_all(self, publisher: Publisher, inflight: deque[Run]) -> None:
         while inflight:
-            await self._settle(inflight.popleft())
+            await self._settle(publisher, inflight.popleft())
 
     async def _idle(self, stop: asyncio.Event) -> None:
         await self._check_lock(force=True)
