@@ -35,8 +35,7 @@ class RelayConfig:
     hub_id: str = "320000"
     batch_size: int = 1000
     window: int = 3
-    """Batches in flight (published, acks awaited); batch_size * window <= 4,000, nats-py's
-    limit of pending publishes."""
+    """Batches in flight (published, acks awaited)."""
     ack_timeout: float = 10.0
     poll_seconds: float = 1.0
     max_backoff: float = 5.0
