@@ -15,7 +15,8 @@ cursor, in log order) and their current terms from their events, a batch at a ti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -31,7 +32,6 @@ from adapters.batch import (
     parse_row,
 )
 from hub.bootstrap import Hub
-from hub.credit.domainmodel import listing_id_for
 from hub.credit.service import Agency
 from hub.errors import HubError
 from projections.listings import IN_FORCE
@@ -64,25 +64,30 @@ class Importer:
         self.authority = authority
         self.chunk = chunk
         self.on_error = on_error
-        self._slots = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self._agencies: dict[str, Agency | str] = {}
         self.summary = ImportSummary()
 
     async def run(
         self, rows: Iterable[Row], progress: Callable[[int], None] | None = None
     ) -> ImportSummary:
-        batch: list[Row] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= self.chunk:
-                await self._chunk(batch)
-                if progress:
-                    progress(len(batch))
-                batch = []
-        if batch:
-            await self._chunk(batch)
-            if progress:
-                progress(len(batch))
+        """Import every row; a chunk is written while the next one is parsed."""
+        pending: asyncio.Task[None] | None = None
+        try:
+            for chunk in _chunks(rows, self.chunk):
+                ready, errors = await self._prepare(chunk)
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._submit(ready, errors, len(chunk), progress))
+                await asyncio.sleep(0)  # it runs up to its COPY, which goes on in a thread
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
         return self.summary
 
     async def _agency(self, code: str) -> Agency | str:
@@ -110,9 +115,12 @@ class Importer:
         agency = await self._agency(code)
         return RowError(parsed.row, AUTHORITY, agency) if isinstance(agency, str) else agency
 
-    async def _chunk(self, rows: list[Row]) -> None:
+    async def _prepare(
+        self, rows: list[Row]
+    ) -> tuple[list[tuple[ParsedRow, Agency]], list[RowError]]:
+        """Parse a chunk and find each row's agency: the rows to register and the bad ones."""
         errors: list[RowError] = []
-        ready: list[tuple[ParsedRow, Agency, UUID]] = []
+        ready: list[tuple[ParsedRow, Agency]] = []
         for number, values in rows:
             parsed = parse_row(number, values)
             if isinstance(parsed, list):
@@ -122,32 +130,29 @@ class Importer:
             if isinstance(agency, RowError):
                 errors.append(agency)
                 continue
-            ready.append(
-                (parsed, agency, listing_id_for(agency.code, parsed.listing.basis.decision_no))
-            )
-        existing = {
-            r[0]
-            for r in await self.hub.pool.fetch(
-                "SELECT originator_id FROM credit_events WHERE originator_id = ANY($1::uuid[]) "
-                "AND originator_version = 1",
-                [item[2] for item in ready],
-            )
-        }
-        # New decisions first, all together: an existing one in their group commit would make
-        # the committer retry the whole group one by one.
-        fresh = [(p, a) for p, a, i in ready if i not in existing]
-        again = [(p, a) for p, a, i in ready if i in existing]
-        # New decisions go in with one COPY; repeats answer one by one (unchanged or conflict).
-        answers = await self.hub.listings.register_many([(a, p.listing) for p, a in fresh])
-        errors.extend(e for e in map(self._tally, fresh, answers) if e is not None)
-        outcomes = await asyncio.gather(*(self._register(p, a) for p, a in again))
-        errors.extend(e for e in outcomes if e is not None)
+            ready.append((parsed, agency))
+        return ready, errors
+
+    async def _submit(
+        self,
+        ready: list[tuple[ParsedRow, Agency]],
+        errors: list[RowError],
+        size: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """Register a chunk's rows (new decisions with one COPY; repeats answer one by one)."""
+        answers = await self.hub.listings.register_many(
+            [(a, p.listing) for p, a in ready], concurrency=self.concurrency
+        )
+        errors.extend(e for e in map(self._tally, ready, answers) if e is not None)
         errors.sort(key=lambda e: e.row)
         self.summary.rejected += len(errors)
         self.summary.errors.extend(errors)
         if self.on_error:
             for error in errors:
                 self.on_error(error)
+        if progress:
+            progress(size)
 
     def _tally(
         self, item: tuple[ParsedRow, Agency], answer: tuple[object, bool] | HubError
@@ -163,19 +168,16 @@ class Importer:
             self.summary.unchanged += 1
         return None
 
-    async def _register(self, parsed: ParsedRow, agency: Agency) -> RowError | None:
-        async with self._slots:
-            try:
-                _, created = await self.hub.listings.register(agency, parsed.listing)
-            except HubError as exc:
-                subject = USCC if parsed.listing.subject.id.startswith("uscc:") else CNID
-                column = column_of(exc.field, subject)
-                return RowError(parsed.row, column or (exc.rule or ""), exc.detail)
-        if created:
-            self.summary.created += 1
-        else:
-            self.summary.unchanged += 1
-        return None
+
+def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    batch: list[Row] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 async def export_records(

@@ -19,11 +19,12 @@ from uuid import UUID
 import msgspec
 import structlog
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
 
 from hub.clock import Clock
 from hub.credit.application import UnitOfWork
 from hub.credit.committer import Committer
-from hub.credit.domainmodel import Listing, listing_id_for
+from hub.credit.domainmodel import LISTING_NAMESPACE, Listing, listing_id_for
 from hub.credit.rules import ListingRules
 from hub.errors import Conflict, Forbidden, HubError, InputError, NotFound, RuleViolation
 from hub.workdays import WorkingCalendar
@@ -55,6 +56,57 @@ class Agency:
 
 def _digest(body: NewListing) -> str:
     return hashlib.sha256(canonical_json(msgspec.to_builtins(body))).hexdigest()
+
+
+_REGISTERED_TOPIC = get_topic(Listing.Registered)
+_LISTING_TOPIC = get_topic(Listing)
+_LISTING_NAMESPACE = LISTING_NAMESPACE.bytes
+_state_encoder = msgspec.msgpack.Encoder()
+_canonical_json = msgspec.json.Encoder(order="sorted").encode
+"""`canonical_json(msgspec.to_builtins(body))` for a Struct, without the builtins copy."""
+
+
+class _RegisteredState(msgspec.Struct):
+    """The stored state of `Listing.Registered` as eventsourcing's mapper writes it: the
+    event's attributes without originator id and version, in the same order (a test holds
+    the bytes equal to those `register` stores)."""
+
+    timestamp: datetime
+    originator_topic: str
+    subject_id: str
+    subject_name: str
+    list: str
+    domain: str
+    severity: str | None
+    intent: str | None
+    decision_no: str
+    legal_basis: str
+    facts: str
+    region: str
+    authority: str
+    effective_from: datetime
+    effective_until: datetime | None
+    notice_until: datetime | None
+    digest: str
+    origin_hub: None = None
+    origin_position: None = None
+
+
+def _listing_id(authority: str, decision_no: str) -> bytes:
+    """`listing_id_for(authority, decision_no).bytes`, without building the UUID."""
+    digest = bytearray(
+        hashlib.sha1(  # noqa: S324 - uuid5 is SHA-1 by definition
+            _LISTING_NAMESPACE + f"{authority}\x1f{decision_no}".encode()
+        ).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return bytes(digest)
+
+
+def _uuid_text(value: bytes) -> str:
+    h = value.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def parse_listing_id(value: str) -> UUID:
@@ -210,54 +262,133 @@ class ListingService:
         )
 
     async def register_many(
-        self, items: list[tuple[Agency, NewListing]]
+        self, items: list[tuple[Agency, NewListing]], *, concurrency: int = 512
     ) -> list[tuple[CommandResult, bool] | HubError]:
         """Register many new decisions at once (batch import): one COPY under the log's lock.
 
-        Rows that fail a rule answer their error; decisions already in the log, or a bulk write
-        that meets a concurrent writer, go through `register` one by one, so the answers are
-        exactly those of `POST /v1/listings`.
+        Every item passes `_check_new`, as `register` does. The events are the ones `register`
+        records, byte for byte (`_RegisteredState`), written without building aggregates. A
+        decision already in the log, a repeat within the items, or a bulk write that meets a
+        concurrent writer goes through `register` one by one, so the answers are exactly
+        those of `POST /v1/listings` (`concurrency` of them in flight at once).
         """
         now = self.clock.now()
         answers: list[tuple[CommandResult, bool] | HubError | None] = [None] * len(items)
-        fresh: dict[UUID, tuple[int, Listing]] = {}
+        notice: dict[int, datetime | None] = {}
+        fresh: dict[bytes, int] = {}
+        events: list[tuple[bytes, bytes]] = []
+        encode = _state_encoder.encode
         for i, (agency, body) in enumerate(items):
             try:
                 subject_id, region = self._check_new(agency, body)
             except HubError as exc:
                 answers[i] = exc
                 continue
-            listing = self._new_listing(
-                agency, body, subject_id=subject_id, region=region, digest=_digest(body), now=now
+            basis = body.basis
+            listing_id = _listing_id(agency.code, basis.decision_no)
+            if listing_id in fresh:
+                continue  # a repeat within the items goes one by one
+            days = self.rules.notice_days if body.notice_days is None else body.notice_days
+            if days not in notice:
+                notice[days] = self.calendar.deadline(now, days) if days > 0 else None
+            state = _RegisteredState(
+                now,
+                _LISTING_TOPIC,
+                subject_id,
+                body.subject.name,
+                body.list,
+                body.domain,
+                body.severity,
+                body.intent,
+                basis.decision_no,
+                basis.legal_basis,
+                basis.facts,
+                region,
+                agency.code,
+                body.effective_from,
+                body.effective_until,
+                notice[days],
+                hashlib.sha256(_canonical_json(body)).hexdigest(),
             )
-            fresh.setdefault(listing.id, (i, listing))  # a repeat in the batch goes one by one
-        for i, listing, position in await self._append_fresh(fresh):
-            status: Any = listing.status_at(now)
-            answers[i] = (CommandResult(str(listing.id), status, position), True)
-        for i, (agency, body) in enumerate(items):
-            if answers[i] is None:
-                try:
-                    answers[i] = await self.register(agency, body)
-                except HubError as exc:
-                    answers[i] = exc
+            fresh[listing_id] = i
+            events.append((listing_id, encode(state)))
+        for (listing_id, _), position in await self._append_fresh(events):
+            i = fresh[listing_id]
+            body = items[i][1]
+            days = self.rules.notice_days if body.notice_days is None else body.notice_days
+            until = notice[days]
+            status: Any = "noticed" if until is not None and until > now else "effective"
+            answers[i] = (CommandResult(_uuid_text(listing_id), status, position), True)
+        await self._answer_existing(items, answers, now)
+        rest = [i for i, answer in enumerate(answers) if answer is None]
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(agency: Agency, body: NewListing) -> tuple[CommandResult, bool]:
+            async with slots:
+                return await self.register(agency, body)
+
+        outcomes = await asyncio.gather(*(one(*items[i]) for i in rest), return_exceptions=True)
+        for i, outcome in zip(rest, outcomes, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, HubError):
+                raise outcome
+            answers[i] = outcome
         return [a for a in answers if a is not None]
 
-    async def _append_fresh(
-        self, fresh: dict[UUID, tuple[int, Listing]]
-    ) -> list[tuple[int, Listing, int]]:
-        """COPY the decisions not yet in the log: (item index, listing, position) written."""
+    async def _answer_existing(
+        self,
+        items: list[tuple[Agency, NewListing]],
+        answers: list[tuple[CommandResult, bool] | HubError | None],
+        now: datetime,
+    ) -> None:
+        """Answer the unanswered items whose decision is in the log, as `register` would:
+        the same content is the existing listing (not created), other content a conflict."""
+        waiting = {
+            i: listing_id_for(items[i][0].code, items[i][1].basis.decision_no)
+            for i, answer in enumerate(answers)
+            if answer is None
+        }
+        if not waiting:
+            return
         app = self.committer.app
-        for listing_id in await asyncio.to_thread(app.existing_ids, list(fresh)):
-            del fresh[listing_id]
-        if not fresh:
-            return []
-        try:
-            positions = await asyncio.to_thread(
-                app.append_new, [item[1] for item in fresh.values()]
-            )
-        except IntegrityError:  # a concurrent writer: everything goes one by one
-            return []
-        return [(i, listing, positions[listing.id]) for i, listing in fresh.values()]
+        loaded = await asyncio.to_thread(app.load_many, list(set(waiting.values())))
+        for i, listing_id in waiting.items():
+            if listing_id not in loaded:
+                continue
+            existing, position = loaded[listing_id]
+            assert isinstance(existing, Listing)  # noqa: S101 - ids are listing ids
+            agency, body = items[i]
+            if existing.digest != _digest(body):
+                answers[i] = Conflict(
+                    f"decision {body.basis.decision_no} of {agency.code} is already "
+                    f"listed with other content (listing {listing_id})",
+                    field="basis.decision_no",
+                    rule="listing.decision_conflict",
+                )
+            else:
+                status: Any = existing.status_at(now)
+                answers[i] = (CommandResult(str(listing_id), status, position), False)
+
+    async def _append_fresh(
+        self, events: list[tuple[bytes, bytes]]
+    ) -> list[tuple[tuple[bytes, bytes], int]]:
+        """COPY the events of decisions not yet in the log: (event, position) written.
+
+        Optimistic: a first import has nothing to look up. When the COPY meets an existing
+        decision, the existing ones are looked up in one query and the rest copied again.
+        """
+        app = self.committer.app
+        for attempt in range(2):
+            try:
+                positions = await asyncio.to_thread(app.append_new, _REGISTERED_TOPIC, events)
+            except IntegrityError:
+                if attempt:
+                    return []  # a concurrent writer: everything goes one by one
+                ids = [UUID(bytes=listing_id) for listing_id, _ in events]
+                existing = {i.bytes for i in await asyncio.to_thread(app.existing_ids, ids)}
+                events = [event for event in events if event[0] not in existing]
+                continue
+            return list(zip(events, positions, strict=True))
+        return []
 
     # -- changes to an existing listing -------------------------------------------------
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import openpyxl
 import pytest
 from litestar.testing import AsyncTestClient
@@ -327,3 +328,54 @@ def test_sample_file_in_the_docs_is_valid():
     parsed = [parse_row(number, values) for number, values in read_rows(sample)]
     assert parsed
     assert all(isinstance(p, ParsedRow) for p in parsed), parsed
+
+
+async def _stored(hub) -> list[tuple]:
+    rows = await hub.pool.fetch(
+        "SELECT originator_id, originator_version, topic, state FROM credit_events "
+        "WHERE topic LIKE 'hub.credit.domainmodel:Listing.%' ORDER BY originator_id"
+    )
+    return [tuple(r) for r in rows]
+
+
+@pytest.mark.parametrize("notice_days", [0, 5], ids=["no-notice", "notice"])
+async def test_imported_events_are_those_the_api_records(
+    settings, clock, tmp_path, second_schema, notice_days
+):
+    """The same listings through `hub import` and through `POST /v1/listings`: the same
+    events in the log, byte for byte (ids, topics, states), and the same answers again."""
+    extra = row(  # an exact instant, not a whole day
+        统一社会信用代码=OTHER,
+        决定文书号="苏税罚〔2025〕11号",
+        列入日期="2025-03-02T09:30:00+08:00",
+    )
+    good = [r for i, r in enumerate([*ROWS, extra]) if i in (0, 1, 6, 9)]
+    path = write_csv(tmp_path / "good.csv", good)
+    make = {"code": "320000-tax", "name": "tax", "scopes": ["publish"], "domains": ["*"]}
+    admin = {"Authorization": f"Bearer {settings.admin_key}"}
+
+    imported = replace(settings, notice_days=notice_days)
+    async with AsyncTestClient(create_app(imported, clock)) as client:
+        assert (await client.post("/v1/agencies", headers=admin, json=make)).status_code == 201
+        summary, reported = await import_file(client, path)
+        assert (summary.created, reported) == (4, [])
+        by_import = await on_app(client, _stored, client.app.state.hub)
+
+    posted = replace(settings, database_schema=second_schema, notice_days=notice_days)
+    async with AsyncTestClient(create_app(posted, clock)) as client:
+        made = await client.post("/v1/agencies", headers=admin, json=make)
+        tax = {"Authorization": f"Bearer {made.json()['api_key']}"}
+        for number, values in read_rows(path):
+            parsed = parse_row(number, values)
+            assert isinstance(parsed, ParsedRow)
+            body = msgspec.json.encode(parsed.listing)
+            answer = await client.post(
+                "/v1/listings", headers={**tax, "Content-Type": "application/json"}, content=body
+            )
+            assert answer.status_code == 201, answer.text
+        by_api = await on_app(client, _stored, client.app.state.hub)
+        again, reported = await import_file(client, path)  # the API's listings, imported again
+        assert (again.created, again.unchanged, reported) == (0, 4, [])
+
+    assert len(by_import) == 4
+    assert by_import == by_api
