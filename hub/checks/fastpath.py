@@ -1,21 +1,30 @@
-"""The fast path of `POST /v1/checks` (and `/batch`): route middleware that answers itself.
+"""The fast path of `POST /v1/checks` (and `/batch`): a raw ASGI dispatcher ahead of Litestar.
 
-It sits on the documented Litestar handler (`hub.checks.api.post_check`) and skips the
-framework's per-request machinery (request object, dependency injection, signature model,
-response object) on the happy path: read the body, decode it strictly into the same
-`CheckRequest` as the handler (unknown fields forbidden, as `hub.api.strict` does),
+`dispatch` wraps the application's ASGI handler and answers these two routes itself, without
+the framework's per-request machinery (exception middleware, router, the `observe`
+middleware's wrappers, request object, dependency injection, signature model, response
+object): read the body, decode it strictly into the same `CheckRequest` as the documented
+handler (`hub.checks.api.post_check`; unknown fields forbidden, as `hub.api.strict` does),
 authenticate with the same `Agencies.authenticate` and `require_scope`, ask the same
-`CheckService`, and write the JSON answer. Whenever the body does not decode, it hands the
-request, body and all, to the documented handler, so every validation problem is the
-framework's own; `HubError`s propagate to the app's one exception handler, as from any
-handler. Errors are therefore the same on both paths, byte for byte
-(tests/integration/test_checks_api.py compares them).
+`CheckService`, and write the JSON answer with the request id, the request metrics and the
+access log line that `hub.api.app.observe` gives every request.
 
-`ENABLED` switches the fast path off (the documented handler then answers everything).
+Anything else goes through Litestar unchanged, body and all: a query string, a body that
+does not decode or holds NUL, a body over `MAX_BODY`, a hub without checks. So does any
+error raised while answering: it is handed to the route middleware below (`fast_check`,
+`fast_batch`), which raises it where the documented handler would, so the app's one
+exception handler answers it and `observe` logs and counts it, as for any handler. Errors
+are therefore the same on both paths, byte for byte (tests/integration/test_checks_api.py
+compares them). The route middleware also answers by itself when a request reaches the
+route some other way (it is the fast path of the Litestar route).
+
+`ENABLED` switches both off (the documented handler then answers everything).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,9 +48,11 @@ from schemas.checks import BatchRequest, CheckRequest
 
 ENABLED = True
 
+log = structlog.get_logger(__name__)
 _encoder = msgspec.json.Encoder()
 _JSON = (b"content-type", b"application/json")
-
+_ERROR = "hub.checks.error"
+"""Scope key: (the error the dispatcher met, the agency code bound when it was met)."""
 
 MAX_BODY = 10_000_000
 """Litestar's own default `request_max_body_size`: the fast paths refuse what it refuses."""
@@ -64,6 +75,24 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+async def _take_body(receive: Receive) -> tuple[bytes, bool]:
+    """(the body, True) or, past `MAX_BODY` or on a disconnect, (what was read, False)."""
+    message = await receive()  # the usual case: the whole body in one message
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body = message.get("body", b"")
+        return body, len(body) <= MAX_BODY
+    chunks = []
+    size = 0
+    while message["type"] == "http.request":
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY or not message.get("more_body", False):
+            return b"".join(chunks), size <= MAX_BODY and not message.get("more_body", False)
+        message = await receive()
+    return b"".join(chunks), False
+
+
 async def send_json(send: Send, status: int, payload: bytes) -> None:
     """Answer with a JSON body directly on the ASGI channel (what the fast routes skip)."""
     start: HTTPResponseStartEvent = {
@@ -76,14 +105,15 @@ async def send_json(send: Send, status: int, payload: bytes) -> None:
     await send(end)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def _replay(body: bytes, receive: Receive, *, more: bool = False) -> Receive:
+    """`receive` that gives `body` first (`more`: the rest still follows), then the rest."""
     sent = False
 
     async def replay() -> ReceiveMessage:
         nonlocal sent
         if not sent:
             sent = True
-            message: HTTPRequestEvent = {"type": "http.request", "body": body, "more_body": False}
+            message: HTTPRequestEvent = {"type": "http.request", "body": body, "more_body": more}
             return message
         return await receive()
 
@@ -98,10 +128,17 @@ def _authorization(scope: Scope) -> str | None:
 
 
 def _fast_route(decoder: msgspec.json.Decoder[Any], method: str) -> Callable[[ASGIApp], ASGIApp]:
-    """Route middleware that answers with `hub.checks.<method>(agency, body)`."""
+    """Route middleware that answers with `hub.checks.<method>(agency, body)`, or raises the
+    error the dispatcher met."""
 
     def wrap(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            handed: tuple[BaseException, str | None] | None = scope.pop(_ERROR, None)  # type: ignore[misc]
+            if handed is not None:
+                error, agency_code = handed
+                if agency_code is not None:
+                    structlog.contextvars.bind_contextvars(agency=agency_code)
+                raise error
             if not ENABLED or scope["type"] != ScopeType.HTTP or scope.get("method") != "POST":
                 await app(scope, receive, send)
                 return
@@ -129,7 +166,126 @@ def _fast_route(decoder: msgspec.json.Decoder[Any], method: str) -> Callable[[AS
     return wrap
 
 
-fast_check = _fast_route(msgspec.json.Decoder(CheckRequest), "check")
+_check_decoder = msgspec.json.Decoder(CheckRequest)
+_batch_decoder = msgspec.json.Decoder(BatchRequest)
+fast_check = _fast_route(_check_decoder, "check")
 """Route middleware for `POST /v1/checks`; the wrapped app is the documented handler."""
-fast_batch = _fast_route(msgspec.json.Decoder(BatchRequest), "batch")
+fast_batch = _fast_route(_batch_decoder, "batch")
 """Route middleware for `POST /v1/checks/batch`."""
+
+_ROUTES: dict[str, tuple[msgspec.json.Decoder[Any], str]] = {
+    "/v1/checks": (_check_decoder, "check"),
+    "/v1/checks/batch": (_batch_decoder, "batch"),
+}
+
+
+async def _respond(
+    scope: Scope,
+    send: Send,
+    payload: bytes,
+    *,
+    code: str | None,
+    started: float,
+    request_id: Callable[[], str],
+    metrics_for: Callable[[str, str, int], tuple[Any, Any]],
+) -> None:
+    """Send a 200 JSON answer as `observe` sends every answer: with the request id, counted,
+    timed and logged."""
+    ident = request_id()
+    logged = log.is_enabled_for(logging.INFO)
+    if logged:  # bound as `observe` binds them; nothing else logs on this path
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=ident, agency=code)
+    status = 500
+    try:
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                _JSON,
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-request-id", ident.encode()),
+            ],
+        }
+        status = 200
+        await send(start)
+        end: HTTPResponseBodyEvent = {
+            "type": "http.response.body",
+            "body": payload,
+            "more_body": False,
+        }
+        await send(end)
+    finally:
+        elapsed = time.perf_counter() - started
+        path = scope["path"]
+        counter, latency = metrics_for("POST", path, status)
+        counter.inc()
+        latency.observe(elapsed)
+        if logged:
+            log.info(
+                "request", method="POST", path=path, status=status, ms=round(elapsed * 1000, 2)
+            )
+
+
+def dispatch(
+    app: ASGIApp,
+    *,
+    request_id: Callable[[], str],
+    metrics_for: Callable[[str, str, int], tuple[Any, Any]],
+) -> ASGIApp:
+    """The ASGI handler `app` with `POST /v1/checks` and `/batch` answered ahead of it.
+
+    `request_id` and `metrics_for` are `observe`'s own, so the id, the metrics (by route and
+    status) and the access log line are those of every other request."""
+
+    async def dispatcher(scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != ScopeType.HTTP
+            or scope["method"] != "POST"
+            or (route := _ROUTES.get(scope["path"])) is None
+            or scope["query_string"]
+            or not ENABLED
+        ):
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        body, whole = await _take_body(receive)
+        if not whole:
+            await app(scope, _replay(body, receive, more=True), send)
+            return
+        decoder, method = route
+        request = None
+        if b"\\u0000" not in body:  # the normal route refuses NUL with the field named
+            try:
+                request = decoder.decode(body)
+            except msgspec.DecodeError:
+                request = None
+        if request is None:  # the framework explains what is wrong
+            await app(scope, _replay(body, receive), send)
+            return
+        hub: Any = scope["litestar_app"].state.hub
+        checks = hub.checks
+        if checks is None:
+            await app(scope, _replay(body, receive), send)
+            return
+        code: str | None = None
+        try:
+            agency = await hub.agencies.authenticate(_authorization(scope))
+            code = agency.code
+            require_scope(agency, "check")
+            answer = await getattr(checks, method)(agency, request)
+        except Exception as exc:  # answered by the app's exception handler, via the route
+            scope[_ERROR] = (exc, code)  # type: ignore[literal-required]
+            await app(scope, _replay(body, receive), send)
+            return
+        await _respond(
+            scope,
+            send,
+            _encoder.encode(answer),
+            code=code,
+            started=started,
+            request_id=request_id,
+            metrics_for=metrics_for,
+        )
+
+    return dispatcher

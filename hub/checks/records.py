@@ -16,7 +16,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from hub.checks.usage import upsert_counts
+from hub.checks.usage import READ_GROUPED, grouped, upsert_counts
 from hub.credit.service import Agency
 from hub.errors import Conflict, Forbidden, InputError, NotFound, RuleViolation
 from projections.listings import IN_FORCE
@@ -24,6 +24,10 @@ from schemas.checks import CheckRecord, Feedback, Hit, NewFeedback, Stats
 
 _hits = msgspec.msgpack.Decoder(list[Hit])
 _items = msgspec.msgpack.Decoder(list[tuple[str, str, str, str, list[Hit]]])
+GroupedRecord = tuple[str, datetime, int, int, str, str, str, str, list[Hit]]
+"""A single check in a group: agency, checked_at, position, catalogue version, subject,
+matter, purpose, decision, hits (`hub.checks.service.CheckService.check` writes it)."""
+_grouped = msgspec.msgpack.Decoder(GroupedRecord)
 _RECORD = (
     "SELECT check_id, agency, checked_at, position, catalogue_version, items, subject_id, "
     "matter, purpose, decision, detail FROM checks WHERE check_id = $1"
@@ -47,19 +51,30 @@ def parse_check_id(check_id: str) -> tuple[UUID, int | None]:
 
 async def fetch_record(conn: Any, check_id: str) -> CheckRecord:
     row_id, index = parse_check_id(check_id)
-    row = await conn.fetchrow(_RECORD, row_id)
-    if row is None or (index is None) != (row["subject_id"] is not None):
-        raise NotFound(f"check {check_id} does not exist", field="check_id")
-    if index is None:
-        subject, matter, purpose, decision = row[6], row[7], row[8], row[9]
-        hits = _hits.decode(row["detail"])
-        batch_id = None
-    else:
-        items = _items.decode(row["detail"])
-        if index >= len(items):
+    place = grouped(row_id) if index is None else None
+    batch_id = None
+    if place is not None:
+        data = await conn.fetchval(READ_GROUPED, *place)
+        if data is None:
             raise NotFound(f"check {check_id} does not exist", field="check_id")
-        subject, matter, purpose, decision, hits = items[index]
-        batch_id = str(row_id)
+        agency, checked_at, position, version, subject, matter, purpose, decision, hits = (
+            _grouped.decode(data)
+        )
+    else:
+        row = await conn.fetchrow(_RECORD, row_id)
+        if row is None or (index is None) != (row["subject_id"] is not None):
+            raise NotFound(f"check {check_id} does not exist", field="check_id")
+        agency, checked_at = row["agency"], row["checked_at"]
+        position, version = row["position"], row["catalogue_version"]
+        if index is None:  # a single check recorded before checks were grouped
+            subject, matter, purpose, decision = row[6], row[7], row[8], row[9]
+            hits = _hits.decode(row["detail"])
+        else:
+            items = _items.decode(row["detail"])
+            if index >= len(items):
+                raise NotFound(f"check {check_id} does not exist", field="check_id")
+            subject, matter, purpose, decision, hits = items[index]
+            batch_id = str(row_id)
     feedback = [
         Feedback(
             check_id=check_id,
@@ -77,15 +92,15 @@ async def fetch_record(conn: Any, check_id: str) -> CheckRecord:
     ]
     return CheckRecord(
         check_id=check_id,
-        agency=row["agency"],
+        agency=agency,
         subject_id=subject,
         matter=matter,
         purpose=purpose,
         decision=decision,
         hits=hits,
-        position=row["position"],
-        catalogue_version=row["catalogue_version"],
-        checked_at=row["checked_at"],
+        position=position,
+        catalogue_version=version,
+        checked_at=checked_at,
         batch_id=batch_id,
         feedback=feedback,
     )

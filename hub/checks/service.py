@@ -3,8 +3,9 @@
 `CheckService` composes the check index and its follower, the decision logic, the catalogue
 and the usage log. A check's `position` is the log position its index state reflects and
 its `catalogue_version` the catalogue it used; both are taken at the instant of the
-decision, before the record is written. Check ids are time-ordered UUIDs (version 7 layout);
-the items of a batch are `<batch id>:<index>`.
+decision, before the record is written. A single check's record is encoded right there and
+joins the usage log's open group, which gives it its id (`hub.checks.usage`); a batch's id is
+a time-ordered UUID (version 7 layout) and its items are `<batch id>:<index>`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ _BATCH_SECONDS = CHECK_SECONDS.labels("batch")
 MIN_POSITION_WAIT = 1.0
 
 _hits_encoder = msgspec.msgpack.Encoder()
+_record_encoder = _hits_encoder
+"""A single check's record in its group: `hub.checks.records.GroupedRecord`, as msgpack."""
 
 
 _random = random.Random(os.urandom(32))
@@ -150,41 +153,34 @@ class CheckService:
         started = time.perf_counter()
         subject = canonical_subject(request.subject_id)
         category = self.matters.require(request.matter)
-        await self._reach(request.min_position)
+        if request.min_position is not None:
+            await self._reach(request.min_position)
         now = self.clock.now()
         decision, hits = self.decider.decide(
             self.index.get(subject_key(subject)), request.matter, category, int(now.timestamp())
         )
-        position, version = self.follower.position, self.follower.catalogue.version
-        tree_size = self.follower.tree_size
-        check_id = new_check_id(int(now.timestamp() * 1000))
-        counts: Counter[tuple[str, str]] | None = None
-        if hits:
-            counts = Counter()
-            _hit_counts(counts, agency.code, hits)
-        row = (
-            check_id,
-            agency.code,
-            now,
-            position,
-            version,
-            1,
-            subject,
-            request.matter,
-            request.purpose,
-            decision,
-            _hits_encoder.encode(hits),
-        )
-        base = (
-            (("checks.by_agency", agency.code), 1),
+        follower = self.follower
+        position, version = follower.position, follower.catalogue.version
+        tree_size = follower.tree_size
+        code = agency.code
+        counts: list[tuple[tuple[str, str], int]] = [
+            (("checks.by_agency", code), 1),
             (("checks.by_decision", decision), 1),
             (("checks.by_matter", category), 1),
+        ]
+        if hits:
+            tally: Counter[tuple[str, str]] = Counter()
+            _hit_counts(tally, code, hits)
+            counts.extend(tally.items())
+        record = _record_encoder.encode(
+            (code, now, position, version, subject, request.matter, request.purpose, decision, hits)
         )
-        await self.usage.record(row, base if counts is None else (*base, *counts.items()))
+        check_id, committed = self.usage.add(record, counts)
+        await committed
         _DECIDED[decision].inc()
         _SINGLE_SECONDS.observe(time.perf_counter() - started)
         return CheckAnswer(
-            check_id=str(check_id),
+            check_id=check_id,
             decision=decision,  # type: ignore[arg-type]
             hits=hits,
             position=position,

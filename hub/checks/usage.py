@@ -1,11 +1,18 @@
 """The usage log: every answered check, durably, apart from the credit log.
 
-Checks are recorded in the `checks` table (one row per single check; one row per batch,
-holding its items compactly as msgpack) together with counters for statistics
-(`check_counts`), by a group-commit writer: the records of all checks that arrive while one
-transaction commits go into the next one, a single COPY plus one counter upsert. A check is
-answered only after its transaction has committed, so every answer given is on disk, also
-across a crash; if the usage log cannot be written the check fails with 503.
+Single checks are recorded in groups: the checks that arrive while a writer commits form one
+group, stored as one row of `check_groups` (`records`: the checks' msgpack records one after
+another; `offsets`: where each starts, and the end). A single check's id is its group's id
+with the check's place in the group in the low 16 bits (a UUID with the version 8 layout: 48
+bits of milliseconds, then random bits), so a record is found by its id with one primary-key
+lookup and a slice of the group. A batch is one row of `checks` (its items compactly as
+msgpack), as are the single checks of earlier versions (UUIDs of version 7).
+
+Each group goes with its counters for statistics (`check_counts`) and the batches that
+arrived with it into one statement, one commit. A check is answered only after its group has
+committed, so every answer given is on disk, also across a crash; if the usage log cannot be
+written the check fails with 503. Records are encoded when the check is decided, so a commit
+does little more on the event loop than join bytes.
 
 Counters are sharded by writer (`shard`), so writers in different processes never wait on
 each other's row locks; statistics sum the shards.
@@ -45,6 +52,19 @@ CREATE TABLE IF NOT EXISTS checks (
     decision text,
     detail bytea NOT NULL
 );
+CREATE TABLE IF NOT EXISTS check_groups (
+    group_id uuid PRIMARY KEY,
+    offsets integer[] NOT NULL,
+    records bytea NOT NULL
+);
+DO $$ BEGIN
+    IF (SELECT attstorage FROM pg_attribute
+        WHERE attrelid = 'check_groups'::regclass AND attname = 'records') <> 'e' THEN
+        -- out of line, uncompressed: no compression work per commit, and a read slices
+        -- only the chunks it needs
+        ALTER TABLE check_groups ALTER COLUMN records SET STORAGE EXTERNAL;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS check_feedback (
     check_id text NOT NULL,
     measure_code text NOT NULL,
@@ -93,21 +113,48 @@ _TYPES = (
     "text",
     "bytea",
 )
+_GROUP = """
+grouped AS (
+    INSERT INTO check_groups (group_id, offsets, records)
+    SELECT $16::uuid, $17::integer[], $18::bytea WHERE $16::uuid IS NOT NULL
+),"""
 WRITE = f"""
 WITH written AS (
     INSERT INTO checks ({", ".join(COLUMNS)})
     SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))})
+),{_GROUP}
+counted AS (
+    INSERT INTO check_counts (shard, dimension, key, n)
+    SELECT $12, d, k, n FROM unnest($13::text[], $14::text[], $15::bigint[]) AS t(d, k, n)
+    ON CONFLICT (shard, dimension, key) DO UPDATE SET n = check_counts.n + EXCLUDED.n
+)
+SELECT 1
+"""
+"""A group of single checks, batches and counters in one statement: one round trip, one
+commit."""
+WRITE_GROUP = """
+WITH grouped AS (
+    INSERT INTO check_groups (group_id, offsets, records) VALUES ($5, $6, $7)
 )
 INSERT INTO check_counts (shard, dimension, key, n)
-SELECT $12, d, k, n FROM unnest($13::text[], $14::text[], $15::bigint[]) AS t(d, k, n)
+SELECT $1, d, k, n FROM unnest($2::text[], $3::text[], $4::bigint[]) AS t(d, k, n)
 ON CONFLICT (shard, dimension, key) DO UPDATE SET n = check_counts.n + EXCLUDED.n
 """
-"""Records and counters in one statement: one round trip, one commit."""
+"""The same for a group of single checks only, the usual case."""
+READ_GROUPED = """
+SELECT substring(records FROM offsets[$2 + 1] + 1 FOR offsets[$2 + 2] - offsets[$2 + 1])
+FROM check_groups WHERE group_id = $1 AND $2 + 2 <= cardinality(offsets)
+"""
+"""The record of item `$2` (from 0) of group `$1`; no row when the group has fewer."""
 
 Row = tuple[
     UUID, str, datetime, int, int, int, str | None, str | None, str | None, str | None, bytes
 ]
 Counts = Iterable[tuple[tuple[str, str], int]]
+
+INDEX_BITS = 16
+INDEX_MASK = (1 << INDEX_BITS) - 1
+GROUPED_VERSION = 8
 
 BATCH_SIZE = Histogram(
     "hub_usage_log_batch_records",
@@ -119,6 +166,21 @@ COMMIT_SECONDS = Histogram(
     "Time of one usage-log transaction.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+
+
+def group_id(now_ms: int, random_bits: int) -> int:
+    """A group's id as an int: the version 8 layout with the low `INDEX_BITS` bits zero."""
+    value = now_ms << 80 | (random_bits << INDEX_BITS & ((1 << 80) - 1))
+    value = value & ~(0xF << 76) | GROUPED_VERSION << 76
+    return value & ~(0x3 << 62) | 0x2 << 62
+
+
+def grouped(check_id: UUID) -> tuple[UUID, int] | None:
+    """(group id, place in the group) of a single check recorded in a group, else None."""
+    if check_id.version != GROUPED_VERSION:
+        return None
+    value = check_id.int
+    return UUID(int=value & ~INDEX_MASK), value & INDEX_MASK
 
 
 async def upsert_counts(conn: Any, shard: int, counts: Counter[tuple[str, str]]) -> None:
@@ -135,12 +197,29 @@ async def upsert_counts(conn: Any, shard: int, counts: Counter[tuple[str, str]])
     )
 
 
+class _Group:
+    """What one transaction writes: single checks, batch rows and counters; one future."""
+
+    __slots__ = ("counts", "done", "id", "prefix", "records", "rows", "size")
+
+    def __init__(self, ident: int, done: asyncio.Future[None]) -> None:
+        self.id = ident
+        text = str(UUID(int=ident))
+        self.prefix = text[:-4]  # the last 4 hex digits are the place in the group
+        self.records: list[bytes] = []
+        self.rows: list[Row] = []
+        self.counts: dict[tuple[str, str], int] = {}
+        self.size = 0
+        self.done = done
+
+
 class UsageLog:
     """Group commit of check records on `writers` dedicated connections.
 
-    Each writer takes every record pending, writes them with one statement and answers them;
-    while one writer waits for its commit, another takes what arrived meanwhile. Each writer
-    has its own counter shard, so writers never wait on each other's row locks.
+    Records arriving while the writers are busy join the open group; a free writer takes it
+    (a new group opens for what comes next), writes it with one statement and answers all
+    its checks at once. Each writer has its own counter shard, so writers never wait on each
+    other's row locks.
     """
 
     def __init__(
@@ -151,6 +230,8 @@ class UsageLog:
         writers: int = 2,
         max_records: int = 512,
     ) -> None:
+        if not 0 < max_records <= INDEX_MASK + 1:
+            raise ValueError(f"max_records must lie in 1..{INDEX_MASK + 1}")
         self.pool = pool
         self.connect = connect
         self.writers = writers
@@ -158,7 +239,8 @@ class UsageLog:
         base = secrets.randbelow(4096) * 8
         self.shards = [base + i for i in range(writers)]
         self.shard = self.shards[0]
-        self._pending: list[tuple[Row, Counts, asyncio.Future[None]]] = []
+        self._ready: list[_Group] = []  # full groups, oldest first
+        self._open: _Group | None = None
         self._event = asyncio.Event()
         self._stopping = False
 
@@ -166,14 +248,48 @@ class UsageLog:
         async with self.pool.acquire() as conn:
             await conn.execute(DDL)
 
-    async def record(self, row: Row, counts: Counts) -> None:
-        """Return once `row` is committed; Unavailable when the usage log cannot be written."""
+    def _group(self) -> _Group:
+        group = self._open
+        if group is None or group.size >= self.max_records:
+            if group is not None:
+                self._ready.append(group)
+            ident = group_id(time.time_ns() // 1_000_000, secrets.randbits(64))
+            group = self._open = _Group(ident, asyncio.get_running_loop().create_future())
+            self._event.set()
+        return group
+
+    def add(self, record: bytes, counts: Counts) -> tuple[str, asyncio.Future[None]]:
+        """Put a single check's record in the open group: its id, and the future of the
+        group's commit (await it before answering)."""
         if self._stopping:
             raise Unavailable("the hub is shutting down", retry_after=1)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, counts, future))
-        self._event.set()
-        await future
+        group = self._group()
+        place = len(group.records)
+        group.records.append(record)
+        group.size += 1
+        tally = group.counts
+        for key, n in counts:
+            tally[key] = tally.get(key, 0) + n
+        return f"{group.prefix}{place:04x}", group.done
+
+    async def record(self, row: Row, counts: Counts) -> None:
+        """Return once `row` (a batch) is committed; Unavailable when the usage log cannot
+        be written."""
+        if self._stopping:
+            raise Unavailable("the hub is shutting down", retry_after=1)
+        group = self._group()
+        group.rows.append(row)
+        group.size += 1
+        tally = group.counts
+        for key, n in counts:
+            tally[key] = tally.get(key, 0) + n
+        await group.done
+
+    def _take(self) -> _Group | None:
+        if self._ready:
+            return self._ready.pop(0)
+        group, self._open = self._open, None
+        return group
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write records until `stop` is set, then write what is pending and return."""
@@ -184,35 +300,39 @@ class UsageLog:
         finally:
             self._stopping = True
             stopper.cancel()
-            for _, _, future in self._pending:
-                if not future.done():
-                    future.set_exception(Unavailable("the hub is shutting down", retry_after=1))
-            self._pending.clear()
+            error = Unavailable("the hub is shutting down", retry_after=1)
+            for group in (*self._ready, self._open):
+                if group is not None and not group.done.done():
+                    group.done.set_exception(error)
+                    group.done.exception()  # retrieved: no warning when nobody awaits it
+            self._ready.clear()
+            self._open = None
 
     async def _writer(self, shard: int, stop: asyncio.Event) -> None:
         conn: asyncpg.Connection | None = None
         try:
             while True:
                 await self._event.wait()
-                if not self._pending:
+                group = self._take()
+                if group is None:
                     if stop.is_set():
                         return
                     self._event.clear()
                     continue
-                batch = self._pending[: self.max_records]
-                del self._pending[: self.max_records]
                 try:
                     if conn is None or conn.is_closed():
                         conn = await self.connect()
-                    await self._commit(conn, shard, batch)
+                    await self._commit(conn, shard, group)
                 except Exception as exc:
-                    log.exception("usage_log_failed", records=len(batch))
-                    error = Unavailable(
-                        f"the usage log could not record the check: {exc}", retry_after=1
-                    )
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    log.exception("usage_log_failed", records=group.size)
+                    if not group.done.done():
+                        group.done.set_exception(
+                            Unavailable(
+                                f"the usage log could not record the check: {exc}",
+                                retry_after=1,
+                            )
+                        )
+                        group.done.exception()
                     if conn is not None:
                         conn.terminate()
                         conn = None
@@ -222,26 +342,39 @@ class UsageLog:
                     await conn.close()
 
     @staticmethod
-    async def _commit(
-        conn: asyncpg.Connection, shard: int, batch: list[tuple[Row, Counts, asyncio.Future[None]]]
-    ) -> None:
-        counts: Counter[tuple[str, str]] = Counter()
-        for _, record_counts, _ in batch:
-            for key, n in record_counts:
-                counts[key] += n
-        items = sorted(counts.items())  # one lock order for every transaction
-        columns = [list(column) for column in zip(*(row for row, _, _ in batch), strict=True)]
+    async def _commit(conn: asyncpg.Connection, shard: int, group: _Group) -> None:
+        items = sorted(group.counts.items())  # one lock order for every transaction
+        rows = group.rows
+        columns: list[list[Any]] = (
+            [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * len(_TYPES)
+        )
+        records = group.records
+        offsets = [0]
+        end = 0
+        for record in records:
+            end += len(record)
+            offsets.append(end)
         started = time.perf_counter()
-        await conn.execute(
-            WRITE,
-            *columns,
+        counted = (
             shard,
             [d for (d, _), _ in items],
             [k for (_, k), _ in items],
             [n for _, n in items],
         )
+        if rows:
+            await conn.execute(
+                WRITE,
+                *columns,
+                *counted,
+                UUID(int=group.id) if records else None,
+                offsets,
+                b"".join(records),
+            )
+        else:
+            await conn.execute(
+                WRITE_GROUP, *counted, UUID(int=group.id), offsets, b"".join(records)
+            )
         COMMIT_SECONDS.observe(time.perf_counter() - started)
-        BATCH_SIZE.observe(len(batch))
-        for _, _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        BATCH_SIZE.observe(group.size)
+        if not group.done.done():
+            group.done.set_result(None)
