@@ -313,6 +313,7 @@ class UsageLog:
         try:
             while True:
                 await self._event.wait()
+                await asyncio.sleep(0)  # checks decided in this turn of the loop join too
                 group = self._take()
                 if group is None:
                     if stop.is_set():
