@@ -5,7 +5,9 @@ checks only, batches equal singles, feedback is counted, and bad input gets clea
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import random
 from datetime import timedelta
 
@@ -472,3 +474,52 @@ async def test_min_position_reads_your_writes(client, agency):
         headers=agency,
     )
     assert batch.status_code == 422
+
+
+async def test_concurrent_checks_are_recorded_logged_and_counted(client, agency, capfd):
+    """Checks answered together share one usage-log commit, yet each has its own id and
+    record; the fast path gives each the request id, access log line and metrics of any
+    request."""
+    from hub.metrics import REGISTRY  # noqa: PLC0415 - the registry /metrics serves
+
+    labels = {"method": "POST", "route": "/v1/checks", "status": "200"}
+    before = REGISTRY.get_sample_value("hub_http_requests_total", labels) or 0
+    subjects = [new_subject() for _ in range(12)]
+    await publish(client, agency, listing(subjects[0]))
+    bodies = [
+        {"subject_id": s, "matter": "bidding", "purpose": f"p{i}", "min_position": 0}
+        for i, s in enumerate(subjects)
+    ]
+    responses = await asyncio.gather(
+        *(client.post("/v1/checks", json=body, headers=agency) for body in bodies)
+    )
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    answers = [r.json() for r in responses]
+    assert len({a["check_id"] for a in answers}) == len(answers)
+    for body, answer in zip(bodies, answers, strict=True):
+        record = await client.get(f"/v1/checks/{answer['check_id']}", headers=agency)
+        assert record.status_code == 200, record.text
+        stored = record.json()
+        assert (stored["subject_id"], stored["purpose"]) == (body["subject_id"], body["purpose"])
+        assert stored["decision"] == answer["decision"]
+        assert stored["checked_at"] == answer["checked_at"]
+        assert stored["position"] == answer["position"]
+    assert answers[0]["decision"] == "deny"
+    # a place beyond the group's end is no check
+    last = answers[-1]["check_id"]
+    beyond = last[:-4] + "ffff"
+    assert (await client.get(f"/v1/checks/{beyond}", headers=agency)).status_code == 404
+
+    assert REGISTRY.get_sample_value("hub_http_requests_total", labels) == before + len(bodies)
+    ids = [r.headers["x-request-id"] for r in responses]
+    assert len(set(ids)) == len(ids)
+    lines = [
+        json.loads(line)
+        for line in capfd.readouterr().out.splitlines()
+        if line.startswith("{") and '"event":"request"' in line.replace(" ", "")
+    ]
+    logged = {line["request_id"]: line for line in lines if line.get("path") == "/v1/checks"}
+    for request_id in ids:
+        assert logged[request_id]["agency"] == "320000-tax"
+        assert logged[request_id]["status"] == 200
+        assert logged[request_id]["method"] == "POST"
