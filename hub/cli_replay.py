@@ -5,9 +5,11 @@
     hub project [NAME ...]         run projections in their own process until SIGTERM
 
 A replay holds the projection's advisory lock, so no live runner applies events meanwhile (it
-waits and resumes from the replayed position). It drops the read model's secondary indexes
-for the bulk load and recreates them at the end. `--verify` replays into a scratch schema and
-leaves the live read model alone; it prints both digests and exits 1 when they differ.
+waits and resumes from the replayed position). `listings` is rebuilt in bulk into a fresh
+table that replaces the live one in one transaction (`projections.listings_bulk`); the other
+read models are replayed by their runner, with their secondary indexes dropped for the load
+and recreated at the end. `--verify` replays with the runner into a scratch schema and leaves
+the live read model alone; it prints both digests and exits 1 when they differ.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import functools
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -25,7 +28,9 @@ import asyncpg
 from hub.bootstrap import projections
 from hub.progress import console, progress_bar
 from hub.settings import Settings
-from projections import EVENTS_TABLE, ProjectionRunner, max_position
+from projections import EVENTS_TABLE, Projection, ProjectionRunner, max_position
+from projections.listings import ListingsProjection
+from projections.listings_bulk import MEMORY_ROWS, rebuild_listings
 from projections.replay import (
     drop_secondary_indexes,
     lock_key,
@@ -45,7 +50,9 @@ async def _pool(settings: Settings, size: int = 3) -> asyncpg.Pool:
     )
 
 
-async def replay(settings: Settings, name: str, *, batch_size: int, wait: float) -> int:
+async def replay(
+    settings: Settings, name: str, *, batch_size: int, wait: float, memory_rows: int = MEMORY_ROWS
+) -> int:
     """Rebuild one projection from position 0 under its advisory lock."""
     projection = projections()[name]
     pool = await _pool(settings)
@@ -65,34 +72,62 @@ async def replay(settings: Settings, name: str, *, batch_size: int, wait: float)
                     )
                     return 3
             try:
-                return await _rebuild(pool, projection, batch_size)
+                return await _rebuild(pool, projection, batch_size, memory_rows)
             finally:
                 await lock_conn.execute("SELECT pg_advisory_unlock($1)", key)
     finally:
         await pool.close()
 
 
-async def _rebuild(pool: asyncpg.Pool, projection: Any, batch_size: int) -> int:
+async def rebuild(
+    pool: asyncpg.Pool,
+    projection: Projection,
+    *,
+    batch_size: int,
+    memory_rows: int = MEMORY_ROWS,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """What `hub replay NAME` does once it holds the projection's lock: rebuild the read model
+    from position 0 up to the log's head; (events applied, position). `progress` is called
+    with the position reached."""
     runner = ProjectionRunner(pool, projection, batch_size=batch_size)
     await runner.setup()
     async with pool.acquire() as conn:
         head = await max_position(conn)
+    if isinstance(projection, ListingsProjection):
+        applied = await rebuild_listings(
+            pool, head, name=runner.name, memory_rows=memory_rows, progress=progress
+        )
+        return applied, head
+    async with pool.acquire() as conn:
         definitions = await drop_secondary_indexes(conn, tables_of(projection))
     try:
         await runner.reset()
-        with progress_bar() as bar:
-            task = bar.add_task(f"replay {runner.name}", total=max(head, 1))
-
-            def advance(_: int) -> None:
-                total = max(head, runner.position)
-                bar.update(task, completed=runner.position, total=total)
-
-            applied = await runner.catch_up(progress=advance)
-            bar.update(task, completed=max(head, runner.position), total=max(head, runner.position))
+        applied = await runner.catch_up(
+            progress=None if progress is None else lambda _: progress(runner.position)
+        )
     finally:
         async with pool.acquire() as conn:
             await restore_indexes(conn, definitions)
-    console.print(f"{runner.name}: {applied} events replayed, position {runner.position}")
+    return applied, runner.position
+
+
+async def _rebuild(
+    pool: asyncpg.Pool, projection: Projection, batch_size: int, memory_rows: int
+) -> int:
+    async with pool.acquire() as conn:
+        head = await max_position(conn)
+    with progress_bar() as bar:
+        task = bar.add_task(f"replay {projection.name}", total=max(head, 1))
+
+        def advance(position: int) -> None:
+            bar.update(task, completed=position, total=max(head, position))
+
+        applied, position = await rebuild(
+            pool, projection, batch_size=batch_size, memory_rows=memory_rows, progress=advance
+        )
+        bar.update(task, completed=max(head, position), total=max(head, position, 1))
+    console.print(f"{projection.name}: {applied} events replayed, position {position}")
     return 0
 
 
@@ -184,7 +219,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.projection:
         print("name the projection to replay (or use --verify)", file=sys.stderr)
         return 2
-    return asyncio.run(replay(settings, names[0], batch_size=args.batch_size, wait=args.wait))
+    return asyncio.run(
+        replay(
+            settings,
+            names[0],
+            batch_size=args.batch_size,
+            wait=args.wait,
+            memory_rows=args.memory_rows,
+        )
+    )
 
 
 def cmd_project(args: argparse.Namespace) -> int:
@@ -205,6 +248,12 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--batch-size", type=int, default=5000, help="events per transaction")
     rep.add_argument(
         "--wait", type=float, default=10.0, help="seconds to wait for a live runner's lock"
+    )
+    rep.add_argument(
+        "--memory-rows",
+        type=int,
+        default=MEMORY_ROWS,
+        help="listings rows a bulk rebuild keeps in memory before writing the oldest out",
     )
     rep.set_defaults(func=cmd_replay)
     proj = subparsers.add_parser("project", help="run read-model projections in this process")

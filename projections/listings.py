@@ -124,8 +124,8 @@ _REGISTRATIONS = frozenset(
 """Registration topics: decoded with `_Registration`; other listing topics in full."""
 
 
-def _apply(row: list[Any], event: RawEvent, payload: ev.EventPayload) -> None:
-    """Apply one event to a row (a list in `COLUMNS` order)."""
+def _apply(row: list[Any], position: int, payload: ev.EventPayload) -> None:
+    """Apply one event (at `position` in the log) to a row (a list in `COLUMNS` order)."""
     match payload:
         case ev.ListingObjected():
             row[_STATUS] = "objected"
@@ -147,14 +147,14 @@ def _apply(row: list[Any], event: RawEvent, payload: ev.EventPayload) -> None:
             row[_DELISTED_AT] = payload.effective_at
         case _:
             return
-    row[_POSITION] = event.position
+    row[_POSITION] = position
 
 
-def _new_row(event: RawEvent, p: _Registration) -> tuple[Any, ...]:
+def _new_row(listing_id: UUID, position: int, p: _Registration) -> tuple[Any, ...]:
     """A registration's row, in `COLUMNS` order (a tuple: the garbage collector stops tracking
     it; a later event of the batch copies it into a list)."""
     return (
-        event.originator_id,
+        listing_id,
         p.subject_id,
         p.subject_name,
         p.list,
@@ -172,7 +172,7 @@ def _new_row(event: RawEvent, p: _Registration) -> tuple[Any, ...]:
         None,
         None,
         p.timestamp,
-        event.position,
+        position,
     )
 
 
@@ -188,7 +188,8 @@ def _decode(events: Sequence[RawEvent]) -> _Decoded:
     for event in events:
         topic = event.topic
         if topic in _REGISTRATIONS:
-            decoded.append((event, _new_row(event, _decode_registration(event.state))))
+            row = _new_row(event.originator_id, event.position, _decode_registration(event.state))
+            decoded.append((event, row))
             created.add(event.originator_id)
         elif topic in _LISTING_TOPICS:
             decoded.append((event, ev.decode_payload(topic, event.state)))
@@ -206,7 +207,7 @@ def _fold(decoded: list[tuple[RawEvent, Any]], rows: dict[UUID, Sequence[Any]]) 
             continue
         if not isinstance(row, list):
             row = rows[event.originator_id] = list(row)
-        _apply(row, event, payload)
+        _apply(row, event.position, payload)
 
 
 class ListingsProjection:

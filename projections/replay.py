@@ -15,7 +15,10 @@ schema for the events table) and digests the result.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import re
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,7 +26,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from projections._runner import Connection, Projection, ProjectionRunner
+from projections._runner import EVENTS_TABLE, Connection, Projection, ProjectionRunner
 
 
 async def lock_key(conn: Connection, name: str) -> int:
@@ -156,3 +159,91 @@ async def drop_secondary_indexes(conn: Connection, tables: Sequence[str]) -> lis
 async def restore_indexes(conn: Connection, definitions: Sequence[str]) -> None:
     for definition in definitions:
         await conn.execute(definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+
+
+# Bulk rebuilds (`projections.listings_bulk`) read the log in large pages, one page ahead, and
+# load a fresh table without indexes that replaces the live one at the end, in one transaction.
+
+_PAGE = (
+    f"SELECT notification_id, originator_id, topic, state FROM {EVENTS_TABLE} "
+    "WHERE notification_id > $1 AND notification_id <= $2 AND topic = ANY($3::text[]) "
+    "ORDER BY notification_id LIMIT $4"
+)
+
+
+async def log_pages(
+    conn: Connection, upto: int, topics: Sequence[str], page_size: int
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """(position, originator id, topic, state) records of `topics` up to `upto`, in log order
+    and in pages; the next page is requested before this one is handed over, so PostgreSQL
+    reads it while the caller folds."""
+    wanted = list(topics)
+
+    def fetch(after: int) -> asyncio.Future[list[asyncpg.Record]]:
+        return asyncio.ensure_future(conn.fetch(_PAGE, after, upto, wanted, page_size))
+
+    pending = fetch(0)
+    try:
+        while rows := await pending:
+            if len(rows) == page_size:
+                pending = fetch(rows[-1][0])
+            else:
+                pending = asyncio.get_running_loop().create_future()
+                pending.set_result([])
+            yield rows
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
+                await pending
+
+
+async def fresh_table(conn: Connection, table: str) -> str:
+    """An empty copy of `table` (columns and defaults; no index, no constraint but NOT NULL),
+    to bulk load; `swap_in` replaces `table` with it. Call it inside the transaction that
+    calls `swap_in`, so that a failed rebuild leaves nothing behind."""
+    fresh = f"{table}__rebuild"
+    await conn.execute(f"CREATE TABLE {fresh} (LIKE {table} INCLUDING DEFAULTS)")
+    return fresh
+
+
+_INDEX_DEF = re.compile(r"CREATE (UNIQUE )?INDEX (\S+) ON (ONLY )?(\S+) (USING .*)", re.DOTALL)
+
+
+def _renamed(name: str) -> str:
+    return f'"{name.strip(chr(34))[:56]}__swap"'
+
+
+async def swap_in(conn: Connection, table: str, fresh: str) -> None:
+    """Give `fresh` the constraints and indexes of `table` (built once each, over the loaded
+    rows, under temporary names), then drop `table` and rename `fresh` and its indexes to the
+    old names. Readers of `table` see the old rows until the transaction commits."""
+    constraints = await conn.fetch(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = $1::regclass AND contype <> 'n' ORDER BY contype = 'p' DESC, conname",
+        table,
+    )
+    indexes = await conn.fetch(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) ORDER BY c.relname",
+        table,
+    )
+    await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    for name, definition in constraints:
+        await conn.execute(f"ALTER TABLE {fresh} ADD CONSTRAINT {_renamed(name)} {definition}")
+    for name, definition in indexes:
+        match = _INDEX_DEF.fullmatch(definition)
+        if match is None:
+            raise ValueError(f"unexpected index definition: {definition}")
+        unique, _, only, _, rest = match.groups()
+        await conn.execute(
+            f"CREATE {unique or ''}INDEX {_renamed(name)} ON {only or ''}{fresh} {rest}"
+        )
+    await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    await conn.execute(f"DROP TABLE {table}")
+    await conn.execute(f"ALTER TABLE {fresh} RENAME TO {table}")
+    for name, _ in constraints:
+        await conn.execute(f'ALTER TABLE {table} RENAME CONSTRAINT {_renamed(name)} TO "{name}"')
+    for name, _ in indexes:
+        await conn.execute(f'ALTER INDEX {_renamed(name)} RENAME TO "{name}"')

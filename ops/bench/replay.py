@@ -1,15 +1,18 @@
 """Replay throughput of the listings read model against reading the same notifications raw.
 
-    .venv/bin/python -m ops.bench.replay [EVENTS] [--batch-size N]
+    .venv/bin/python -m ops.bench.replay [EVENTS] [--batch-size N] [--memory-rows N]
 
 Fills a fresh schema's `credit_events` (created by `CreditApplication`) with EVENTS events
 (default 1,000,000) by bulk COPY of msgpack states built with `schemas.codec.encode_state`:
 80 % registrations, 12 % amendments, 8 % delistings of earlier listings. Then, in one run:
 
 - `raw`: asyncpg SELECTs of the notifications in batches of N, decoding nothing;
-- `runner`: `ProjectionRunner.catch_up` from position 0, the read model's indexes in place;
-- `hub replay`: what `hub replay listings` does: drop the secondary indexes, catch up,
-  recreate them (their build time included).
+- `runner`: `ProjectionRunner.catch_up` from position 0, the read model's indexes in place
+  (the live path, in batches of N);
+- `hub replay`: what `hub replay listings` does once it holds the lock
+  (`hub.cli_replay.rebuild`): the bulk rebuild into a fresh table, its indexes built at the
+  end and the table swapped in, with at most `--memory-rows` rows in memory (the command's
+  default unless given). Its result is checked against the runner's (digests).
 
 Reports events per second and each replay's ratio to `raw` (target: at least 0.5). The
 database is `HUB_BENCH_DATABASE_URL` or `HUB_TEST_DATABASE_URL` when set, else an embedded
@@ -34,12 +37,14 @@ from typing import Any
 import asyncpg
 
 from hub.bootstrap import eventsourcing_env
+from hub.cli_replay import rebuild
 from hub.credit.application import EVENTS_TABLE, CreditApplication
 from hub.scheduler import ExpiryJob, TakeEffectJob
 from ops.embedded import EmbeddedPostgres
 from projections import Connection, ProjectionRunner
 from projections.listings import ListingsProjection
-from projections.replay import drop_secondary_indexes, restore_indexes
+from projections.listings_bulk import MEMORY_ROWS
+from projections.replay import projection_digest
 from schemas.codec import encode_state
 
 TOPIC = "hub.credit.domainmodel:Listing."
@@ -123,18 +128,26 @@ async def _raw(pool: asyncpg.Pool, batch: int) -> int:
     return count
 
 
-async def _replay(pool: asyncpg.Pool, batch: int, *, drop_indexes: bool) -> int:
+async def _runner(pool: asyncpg.Pool, batch: int) -> int:
     runner = ProjectionRunner(pool, ListingsProjection(), batch_size=batch)
     await runner.setup()
     async with pool.acquire() as conn:
         await ExpiryJob().setup(conn)
         await TakeEffectJob().setup(conn)
-        definitions = await drop_secondary_indexes(conn, ["listings"]) if drop_indexes else []
     await runner.reset()
-    applied = await runner.catch_up()
-    async with pool.acquire() as conn:
-        await restore_indexes(conn, definitions)
+    return await runner.catch_up()
+
+
+async def _hub_replay(pool: asyncpg.Pool, batch: int, memory_rows: int) -> int:
+    applied, _ = await rebuild(
+        pool, ListingsProjection(), batch_size=batch, memory_rows=memory_rows
+    )
     return applied
+
+
+async def _digest(pool: asyncpg.Pool) -> str:
+    async with pool.acquire() as conn, conn.transaction():
+        return await projection_digest(conn, ListingsProjection())
 
 
 async def _timed(label: str, results: dict[str, Any], coro: Any) -> None:
@@ -144,7 +157,7 @@ async def _timed(label: str, results: dict[str, Any], coro: Any) -> None:
     results[label] = {"events": count, "seconds": round(seconds, 2), "per_second": count / seconds}
 
 
-async def run(url: str, n: int, batch: int) -> dict[str, Any]:
+async def run(url: str, n: int, batch: int, memory_rows: int = MEMORY_ROWS) -> dict[str, Any]:
     schema = f"bench_replay_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(url)
     await admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -163,8 +176,11 @@ async def run(url: str, n: int, batch: int) -> dict[str, Any]:
             results: dict[str, Any] = {}
             await _raw(pool, batch)  # warm the cache
             await _timed("raw", results, _raw(pool, batch))
-            await _timed("runner", results, _replay(pool, batch, drop_indexes=False))
-            await _timed("hub replay", results, _replay(pool, batch, drop_indexes=True))
+            await _timed("runner", results, _runner(pool, batch))
+            by_runner = await _digest(pool)
+            await _timed("hub replay", results, _hub_replay(pool, batch, memory_rows))
+            if await _digest(pool) != by_runner:
+                raise AssertionError("the bulk rebuild differs from the runner's read model")
             await _timed("raw (again)", results, _raw(pool, batch))
         finally:
             await pool.close()
@@ -172,7 +188,10 @@ async def run(url: str, n: int, batch: int) -> dict[str, Any]:
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()
     raw = max(results["raw"]["per_second"], results["raw (again)"]["per_second"])
-    print(f"\nreplay of {n:,} events, batches of {batch:,} (target: replay >= 0.5 x raw)")
+    print(
+        f"\nreplay of {n:,} events, batches of {batch:,}, bulk rebuild with at most "
+        f"{memory_rows:,} rows in memory (target: replay >= 0.5 x raw)"
+    )
     print(f"{'path':14} {'seconds':>9} {'events/s':>12} {'x raw':>7}")
     for label, row in results.items():
         row["ratio"] = round(row["per_second"] / raw, 3)
@@ -184,13 +203,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("events", nargs="?", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--memory-rows", type=int, default=MEMORY_ROWS)
     args = parser.parse_args(argv)
     url = os.environ.get("HUB_BENCH_DATABASE_URL") or os.environ.get("HUB_TEST_DATABASE_URL")
     with contextlib.ExitStack() as stack:
         if not url:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
             url = stack.enter_context(EmbeddedPostgres(Path(tmp))).url
-        return asyncio.run(run(url, args.events, args.batch_size))
+        return asyncio.run(run(url, args.events, args.batch_size, args.memory_rows))
 
 
 if __name__ == "__main__":
