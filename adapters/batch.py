@@ -15,7 +15,8 @@ full so that a round trip changes nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Final
@@ -23,8 +24,14 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from schemas.identifiers import IdentifierError, validate_cnid, validate_uscc
-from schemas.listing import NewListing
+from schemas.identifiers import (
+    USCC_ALPHABET,
+    USCC_AUTHORITIES,
+    IdentifierError,
+    validate_cnid,
+    validate_uscc,
+)
+from schemas.listing import Basis, NewListing, SubjectRef
 
 CHINA: Final = ZoneInfo("Asia/Shanghai")
 
@@ -92,8 +99,7 @@ class RowError:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedRow:
+class ParsedRow(msgspec.Struct, frozen=True, gc=False):
     row: int
     authority: str | None
     listing: NewListing
@@ -252,6 +258,157 @@ def parse_row(row: int, values: dict[str, object]) -> ParsedRow | list[RowError]
         subject_column = USCC if text.get(USCC) is not None else CNID
         return [RowError(row, column_of(path, subject_column), message.partition(" - at")[0])]
     return ParsedRow(row, text.get(AUTHORITY), listing)
+
+
+# -- the fast path: a chunk of text rows at a time -------------------------------------------
+#
+# `parse_records` gives exactly what `parse_row` gives, row for row. It takes the common case
+# (every cell text, the subject a USCC in canonical form, names and dates as the template
+# has them) with a few dict lookups per row and checks the chunk's field constraints with
+# one `msgspec.convert`; any row it is not sure of goes through `parse_row` itself.
+
+Record = tuple[int, Sequence[object]]
+"""A row as (row number, its cells in `HEADERS` order, None for a column the file lacks)."""
+
+_USCC_WEIGHTS: Final = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_USCC_TERMS: Final = tuple(
+    {c: i * weight for i, c in enumerate(USCC_ALPHABET)} for weight in _USCC_WEIGHTS
+)
+_USCC_DIGITS: Final = frozenset("0123456789")
+
+
+def is_canonical_uscc(code: str) -> bool:
+    """Whether `validate_uscc(code)` returns `code` itself: a sufficient test, a quick one.
+
+    True only for 18 characters of the alphabet (so nothing to trim or upper-case) with a
+    known authority, a 6-digit region and the right check character; any other code, valid
+    or not, is left to `validate_uscc`.
+    """
+    if len(code) != 18 or code[0] not in USCC_AUTHORITIES:  # noqa: PLR2004 - USCC_LENGTH
+        return False
+    if not _USCC_DIGITS.issuperset(code[2:8]):
+        return False
+    try:
+        total = sum(map(dict.__getitem__, _USCC_TERMS, code))  # the first 17 characters
+    except KeyError:
+        return False
+    return USCC_ALPHABET[(31 - total % 31) % 31] == code[17]
+
+
+def _either(names: dict[str, str]) -> dict[str, str]:
+    """A vocabulary that takes the Chinese name or the code."""
+    return {**names, **{code: code for code in names.values()}}
+
+
+_LIST_CODES: Final = _either(LISTS)
+_SEVERITY_CODES: Final = {**_either(SEVERITIES), "": None}
+_INTENT_CODES: Final = {**_either(INTENTS), "": None}
+
+
+def _fields_of(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    return typing.get_type_hints(struct, include_extras=True)
+
+
+_LISTING, _SUBJECT, _BASIS = _fields_of(NewListing), _fields_of(SubjectRef), _fields_of(Basis)
+_Checked = msgspec.defstruct(
+    "_Checked",
+    [
+        ("subject_id", _SUBJECT["id"]),
+        ("subject_name", _SUBJECT["name"]),
+        ("list", _LISTING["list"]),
+        ("domain", _LISTING["domain"]),
+        ("decision_no", _BASIS["decision_no"]),
+        ("legal_basis", _BASIS["legal_basis"]),
+        ("facts", _BASIS["facts"]),
+        ("region", _LISTING["region"]),
+        ("effective_from", _LISTING["effective_from"]),
+        ("effective_until", _LISTING["effective_until"]),
+        ("severity", _LISTING["severity"]),
+        ("intent", _LISTING["intent"]),
+    ],
+    array_like=True,
+    gc=False,
+)
+"""`NewListing`'s fields, flat, with `NewListing`'s own types and constraints."""
+_CHECKED_LIST: Any = list[_Checked]  # type: ignore[valid-type]  # a Struct made at run time
+
+
+def _as_listing(checked: Any) -> NewListing:
+    return NewListing(
+        subject=SubjectRef(checked.subject_id, checked.subject_name),
+        list=checked.list,
+        domain=checked.domain,
+        basis=Basis(checked.decision_no, checked.legal_basis, checked.facts),
+        region=checked.region,
+        effective_from=checked.effective_from,
+        effective_until=checked.effective_until,
+        severity=checked.severity,
+        intent=checked.intent,
+    )
+
+
+def _slow(number: int, values: Sequence[object]) -> ParsedRow | list[RowError]:
+    return parse_row(number, dict(zip(HEADERS, values, strict=True)))
+
+
+def _quick(
+    values: Sequence[object], starts: dict[str, datetime], ends: dict[str, datetime]
+) -> tuple[Any, ...] | None:
+    """The fields of `_Checked` and the authority, or None to leave the row to `parse_row`."""
+    try:
+        cells: list[str] = [v.strip() if v is not None else "" for v in values]  # type: ignore[attr-defined]
+        name, uscc, _, lst, authority, basis, decision, facts, domain = cells[:9]
+        severity, intent, region, start, until = cells[9:]
+        if not (name and lst and basis and decision and facts and domain and region and start):
+            return None  # a value is missing: parse_row says which
+        if not (uscc and is_canonical_uscc(uscc)):
+            return None  # identity numbers, other spellings, bad codes
+        since = starts.get(start) or starts.setdefault(start, _to_instant(start, end=False))
+        through = None
+        if until:
+            through = ends.get(until) or ends.setdefault(until, _to_instant(until, end=True))
+        return (
+            "uscc:" + uscc, name, _LIST_CODES[lst], DOMAINS.get(domain, domain), decision, basis,
+            facts, region, since, through, _SEVERITY_CODES[severity], _INTENT_CODES[intent],
+            authority or None,
+        )  # fmt: skip
+    except (LookupError, ValueError, AttributeError):  # not text, not a name, not a date
+        return None
+
+
+def parse_records(records: Sequence[Record]) -> list[ParsedRow | list[RowError]]:
+    """`parse_row` for each record, in order, in much less time for plain text rows."""
+    results: list[ParsedRow | list[RowError] | None] = [None] * len(records)
+    quick: list[tuple[Any, ...]] = []
+    where: list[int] = []
+    starts: dict[str, datetime] = {}
+    ends: dict[str, datetime] = {}
+    for index, (number, values) in enumerate(records):
+        row = _quick(values, starts, ends)
+        if row is None:
+            results[index] = _slow(number, values)
+        else:
+            quick.append(row)
+            where.append(index)
+    fields = [row[:-1] for row in quick]
+    try:
+        checked: list[Any] = msgspec.convert(fields, _CHECKED_LIST)
+    except msgspec.ValidationError:  # some row breaks a constraint: parse_row says how
+        checked = [_checked_or_none(row) for row in fields]
+    for index, row, one in zip(where, quick, checked, strict=True):
+        number, values = records[index]
+        if one is None:
+            results[index] = _slow(number, values)
+        else:
+            results[index] = ParsedRow(number, row[-1], _as_listing(one))
+    return results  # type: ignore[return-value]  # every index is set
+
+
+def _checked_or_none(fields: tuple[Any, ...]) -> Any:
+    try:
+        return msgspec.convert(fields, _Checked)
+    except msgspec.ValidationError:
+        return None
 
 
 def _china(moment: datetime) -> datetime:

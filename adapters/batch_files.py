@@ -12,6 +12,7 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Literal, Self
 
@@ -64,6 +65,50 @@ def read_rows(
         raise BatchFileError(f"{path.name} is not a readable XLSX workbook: {exc}") from None
     try:
         yield from _rows(book.worksheets[0].iter_rows(values_only=True))
+    finally:
+        book.close()
+
+
+def _records(lines: Iterator[Sequence[Any]], *, text: bool) -> Iterator[tuple[int, Sequence[Any]]]:
+    """`_rows` with each row's cells in `HEADERS` order (None for a column the file lacks).
+
+    `text`: every cell is a string (CSV), so a blank row is one whose cells join to blanks.
+    """
+    try:
+        header = _header(next(lines))
+    except StopIteration:
+        raise BatchFileError("the file is empty: it has no header row") from None
+    check_header(header)
+    width = len(header)
+    where = {h: i for i, h in enumerate(header) if h in HEADERS}  # the last of a repeated one
+    pick = itemgetter(*(where.get(h, width) for h in HEADERS))  # `width`: the None appended
+    for number, cells in enumerate(lines, start=2):
+        if text:
+            if not "".join(cells).strip():
+                continue
+        elif not any(c is not None and str(c).strip() for c in cells):
+            continue
+        if len(cells) == width and isinstance(cells, list):
+            cells.append(None)
+            yield number, pick(cells)
+        else:
+            yield number, pick([*cells[:width], *([None] * (width - len(cells))), None])
+
+
+def read_records(
+    path: Path, *, fmt: str | None = None, encoding: str = "utf-8-sig"
+) -> Iterator[tuple[int, Sequence[Any]]]:
+    """`read_rows` with each row's values in `HEADERS` order, as `parse_records` takes them."""
+    if file_format(path, fmt) == "csv":
+        with path.open(newline="", encoding=encoding) as handle:
+            yield from _records(iter(csv.reader(handle)), text=True)
+        return
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors
+        raise BatchFileError(f"{path.name} is not a readable XLSX workbook: {exc}") from None
+    try:
+        yield from _records(book.worksheets[0].iter_rows(values_only=True), text=False)
     finally:
         book.close()
 

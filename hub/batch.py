@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,12 +25,14 @@ from uuid import UUID
 from adapters.batch import (
     AUTHORITY,
     CNID,
+    HEADERS,
     USCC,
     BatchRecord,
     ParsedRow,
+    Record,
     RowError,
     column_of,
-    parse_row,
+    parse_records,
 )
 from hub.bootstrap import Hub
 from hub.credit.service import Agency
@@ -38,6 +41,8 @@ from projections.listings import IN_FORCE
 from schemas import events as ev
 
 Row = tuple[int, dict[str, object]]
+_SLICE = 256
+"""Rows parsed between two chances for the writer thread to take the GIL."""
 
 
 @dataclass
@@ -69,7 +74,7 @@ class Importer:
         self.summary = ImportSummary()
 
     async def run(
-        self, rows: Iterable[Row], progress: Callable[[int], None] | None = None
+        self, rows: Iterable[Row | Record], progress: Callable[[int], None] | None = None
     ) -> ImportSummary:
         """Import every row; a chunk is written while the next one is parsed."""
         pending: asyncio.Task[None] | None = None
@@ -105,32 +110,44 @@ class Importer:
                 self._agencies[code] = Agency(record["code"], record["name"], scopes, domains)
         return self._agencies[code]
 
-    async def _resolve(self, parsed: ParsedRow) -> Agency | RowError:
+    def _resolve(self, parsed: ParsedRow) -> Agency | RowError:
+        """The row's agency (looked up by `_agency` beforehand), or why it cannot list."""
         code = parsed.authority or self.authority
         if code is None:
             return RowError(parsed.row, AUTHORITY, "a value is required (or pass --authority)")
         if self.authority is not None and code != self.authority:
             reason = f"the file is imported for {self.authority}; this row names {code}"
             return RowError(parsed.row, AUTHORITY, reason)
-        agency = await self._agency(code)
+        agency = self._agencies[code]
         return RowError(parsed.row, AUTHORITY, agency) if isinstance(agency, str) else agency
 
     async def _prepare(
-        self, rows: list[Row]
+        self, rows: list[Row | Record]
     ) -> tuple[list[tuple[ParsedRow, Agency]], list[RowError]]:
         """Parse a chunk and find each row's agency: the rows to register and the bad ones."""
+        records: list[Record] = [
+            (n, tuple(map(v.get, HEADERS)) if isinstance(v, dict) else v) for n, v in rows
+        ]
+        parsed: list[ParsedRow | list[RowError]] = []
+        for start in range(0, len(records), _SLICE):
+            parsed += parse_records(records[start : start + _SLICE])
+            # Not a wait: a zero sleep releases the GIL, so that the thread writing the previous
+            # chunk takes it now rather than after the 5 ms switch interval, each time it needs it.
+            time.sleep(0)  # noqa: ASYNC251
+        for code in {p.authority or self.authority for p in parsed if isinstance(p, ParsedRow)}:
+            if code is not None:
+                await self._agency(code)
         errors: list[RowError] = []
         ready: list[tuple[ParsedRow, Agency]] = []
-        for number, values in rows:
-            parsed = parse_row(number, values)
-            if isinstance(parsed, list):
-                errors.append(parsed[0])  # one line per bad row: its first problem
+        for one in parsed:
+            if isinstance(one, list):
+                errors.append(one[0])  # one line per bad row: its first problem
                 continue
-            agency = await self._resolve(parsed)
+            agency = self._resolve(one)
             if isinstance(agency, RowError):
                 errors.append(agency)
-                continue
-            ready.append((parsed, agency))
+            else:
+                ready.append((one, agency))
         return ready, errors
 
     async def _submit(
@@ -169,8 +186,8 @@ class Importer:
         return None
 
 
-def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    batch: list[Row] = []
+def _chunks(rows: Iterable[Row | Record], size: int) -> Iterator[list[Row | Record]]:
+    batch: list[Row | Record] = []
     for row in rows:
         batch.append(row)
         if len(batch) >= size:

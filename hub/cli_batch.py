@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.batch import BatchFileError, RowError, to_template_row
-from adapters.batch_files import RowWriter, count_rows, file_format, read_rows
+from adapters.batch_files import RowWriter, count_rows, file_format, read_records
 from hub.batch import Importer, export_records, wait_for_listings
 from hub.bootstrap import build_hub
 from hub.progress import progress_bar
@@ -46,7 +46,7 @@ async def _import(
         with progress_bar() as bar:
             task = bar.add_task(f"importing {path.name}", total=total)
             summary = await importer.run(
-                read_rows(path, fmt=fmt, encoding=args.encoding),
+                read_records(path, fmt=fmt, encoding=args.encoding),
                 lambda n: bar.advance(task, n),
             )
     finally:

@@ -29,7 +29,14 @@ from hub.credit.rules import ListingRules
 from hub.errors import Conflict, Forbidden, HubError, InputError, NotFound, RuleViolation
 from hub.workdays import WorkingCalendar
 from schemas.codec import canonical_json
-from schemas.identifiers import IdentifierError, parse_subject_id, validate_region
+from schemas.identifiers import (
+    USCC_ALPHABET,
+    USCC_AUTHORITIES,
+    USCC_LENGTH,
+    IdentifierError,
+    parse_subject_id,
+    validate_region,
+)
 from schemas.listing import (
     PUNITIVE_LISTS,
     Amendment,
@@ -102,6 +109,27 @@ def _listing_id(authority: str, decision_no: str) -> bytes:
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     return bytes(digest)
+
+
+_USCC_TERMS = tuple(
+    {c: i * weight for i, c in enumerate(USCC_ALPHABET)}
+    for weight in (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+)
+_DIGITS = frozenset("0123456789")
+
+
+def _is_canonical_uscc(code: str) -> bool:
+    """Whether `validate_uscc(code)` returns `code` itself (a quick, sufficient test; the
+    same as `adapters.batch.is_canonical_uscc`, which may not be imported here)."""
+    if len(code) != USCC_LENGTH or code[0] not in USCC_AUTHORITIES:
+        return False
+    if not _DIGITS.issuperset(code[2:8]):
+        return False
+    try:
+        total = sum(map(dict.__getitem__, _USCC_TERMS, code))  # the first 17 characters
+    except KeyError:
+        return False
+    return USCC_ALPHABET[(31 - total % 31) % 31] == code[17]
 
 
 def _uuid_text(value: bytes) -> str:
@@ -278,12 +306,13 @@ class ListingService:
         fresh: dict[bytes, int] = {}
         events: list[tuple[bytes, bytes]] = []
         encode = _state_encoder.encode
+        checked: dict[tuple[object, ...], str | HubError] = {}
         for i, (agency, body) in enumerate(items):
-            try:
-                subject_id, region = self._check_new(agency, body)
-            except HubError as exc:
-                answers[i] = exc
+            outcome = self._check_new_memo(agency, body, checked)
+            if isinstance(outcome, HubError):
+                answers[i] = outcome
                 continue
+            subject_id, region = outcome
             basis = body.basis
             listing_id = _listing_id(agency.code, basis.decision_no)
             if listing_id in fresh:
@@ -327,12 +356,56 @@ class ListingService:
             async with slots:
                 return await self.register(agency, body)
 
-        outcomes = await asyncio.gather(*(one(*items[i]) for i in rest), return_exceptions=True)
-        for i, outcome in zip(rest, outcomes, strict=True):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, HubError):
-                raise outcome
-            answers[i] = outcome
+        results = await asyncio.gather(*(one(*items[i]) for i in rest), return_exceptions=True)
+        for i, result in zip(rest, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, HubError):
+                raise result
+            answers[i] = result
         return [a for a in answers if a is not None]
+
+    def _check_new_memo(
+        self, agency: Agency, body: NewListing, memo: dict[tuple[object, ...], str | HubError]
+    ) -> tuple[str, str] | HubError:
+        """`_check_new`, remembering its outcome for the fields it depends on.
+
+        When the texts have no NUL and the subject is a USCC in canonical form (so that its
+        parse succeeds and gives the id unchanged), what `_check_new` answers depends only on
+        the agency, region, domain, list, severity, intent and period: rows that share them
+        share the outcome, which `_check_new` itself computes once. Other rows go through
+        `_check_new` on their own.
+        """
+        subject = body.subject.id
+        basis = body.basis
+        if (
+            "\x00" in body.subject.name
+            or "\x00" in basis.decision_no
+            or "\x00" in basis.legal_basis
+            or "\x00" in basis.facts
+            or not subject.startswith("uscc:")
+            or not _is_canonical_uscc(subject[5:])
+        ):
+            try:
+                return self._check_new(agency, body)
+            except HubError as exc:
+                return exc
+        key = (
+            agency.code,
+            agency.domains,
+            body.region,
+            body.domain,
+            body.list,
+            body.severity,
+            body.intent,
+            body.effective_from,
+            body.effective_until,
+        )
+        outcome = memo.get(key)
+        if outcome is None:
+            try:
+                outcome = memo[key] = self._check_new(agency, body)[1]
+            except HubError as exc:
+                outcome = memo[key] = exc
+        return outcome if isinstance(outcome, HubError) else (subject, outcome)
 
     async def _answer_existing(
         self,

@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 
 from adapters.batch import HEADERS, ParsedRow, parse_row
-from adapters.batch_files import RowWriter, read_rows
+from adapters.batch_files import RowWriter, read_records, read_rows
 from hub.batch import Importer
 from hub.bootstrap import build_hub
 from hub.settings import Settings
@@ -108,7 +108,7 @@ async def _import(settings: Settings, path: Path) -> tuple[float, float, int]:
         for _ in range(2):
             importer = Importer(hub)
             started = time.perf_counter()
-            summary = await importer.run(read_rows(path))
+            summary = await importer.run(read_records(path))
             timings.append(time.perf_counter() - started)
             created += summary.created
             if summary.rejected:
