@@ -47,18 +47,19 @@ class Matters:
     def __init__(self, specific: Iterable[Matter]) -> None:
         self.categories: tuple[str, ...] = MATTER_CATEGORIES
         self.specific: dict[str, Matter] = {m.code: m for m in specific}
-        self._category: dict[str, str] = {c: c for c in MATTER_CATEGORIES}
+        self.by_matter: dict[str, str] = {c: c for c in MATTER_CATEGORIES}
+        """A matter's category by the matter (a category is its own)."""
         for matter in self.specific.values():
             if matter.category not in MATTER_CATEGORIES:
                 raise ValueError(f"matter {matter.code} names unknown category {matter.category}")
-            self._category[matter.code] = matter.category
+            self.by_matter[matter.code] = matter.category
 
     def category_of(self, matter: str) -> str | None:
-        return self._category.get(matter)
+        return self.by_matter.get(matter)
 
     def require(self, matter: str, *, field: str = "matter") -> str:
         """The category of a matter; InputError naming `field` when the matter is unknown."""
-        category = self._category.get(matter)
+        category = self.by_matter.get(matter)
         if category is None:
             raise InputError(
                 f"unknown matter {matter!r}: name a category ({', '.join(self.categories)}) "

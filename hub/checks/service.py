@@ -26,11 +26,11 @@ from prometheus_client import Histogram
 
 from hub.checks.catalogue import CatalogueService
 from hub.checks.decide import Decider
-from hub.checks.subjects import canonical_subject
+from hub.checks.subjects import canonical_subject, canonical_subjects
 from hub.checks.usage import UsageLog
 from hub.clock import Clock
 from hub.credit.service import Agency
-from hub.errors import InputError, RuleViolation, Unavailable
+from hub.errors import RuleViolation, Unavailable
 from hub.settings import Settings
 from projections import max_position
 from projections.checkindex import CheckIndex, subject_key
@@ -192,23 +192,16 @@ class CheckService:
     async def batch(self, agency: Agency, request: BatchRequest) -> BatchAnswer:
         started = time.perf_counter()
         items = request.items
-        category_of, require = self.matters.category_of, self.matters.require
-        subjects: list[str] = []
-        keys: list[int] = []
-        categories: list[str] = []
-        parsed: dict[str, tuple[str, int]] = {}  # a subject id repeated in the batch: once
-        i = 0
-        try:
-            for i, item in enumerate(items):  # noqa: B007 - `i` names the item of an error
-                found = parsed.get(item.subject_id)
-                if found is None:
-                    subject = canonical_subject(item.subject_id)
-                    found = parsed[item.subject_id] = (subject, subject_key(subject))
-                categories.append(category_of(item.matter) or require(item.matter))
-                subjects.append(found[0])
-                keys.append(found[1])
-        except InputError as exc:
-            raise InputError(exc.detail, field=f"items.{i}.{exc.field}") from None
+        by_matter = self.matters.by_matter
+        matters = [item.matter for item in items]
+        categories = [by_matter.get(matter) for matter in matters]
+        # the first error in item order, the subject before the matter within an item
+        bad = categories.index(None) if None in categories else len(items)
+        subjects, keys = canonical_subjects(
+            [item.subject_id for item in items[: bad + 1]], prefix="items"
+        )
+        if bad < len(items):
+            self.matters.require(matters[bad], field=f"items.{bad}.matter")
         await self._reach(request.min_position)
         now = self.clock.now()
         now_s = int(now.timestamp())
@@ -216,32 +209,34 @@ class CheckService:
         tree_size = self.follower.tree_size
         batch_id = str(new_check_id(int(now.timestamp() * 1000)))
         prefix = batch_id + ":"
+        code = agency.code
         get, decide = self.index.subjects.get, self.decider.decide
         results: list[CheckResult] = []
         stored: list[tuple[str, str, str, str, list[Hit]]] = []
+        add_result, add_stored = results.append, stored.append
         counts: Counter[tuple[str, str]] = Counter()
         decided: list[str] = []
+        add_decided = decided.append
         for i, key in enumerate(keys):
-            item = items[i]
             packed = get(key)
             hits: list[Hit]
-            if packed is None:
+            if packed is None:  # most subjects: not listed
                 decision, hits = "clear", []
             else:
-                decision, hits = decide(packed, item.matter, categories[i], now_s)
-                _hit_counts(counts, agency.code, hits)
-            decided.append(decision)
-            results.append(CheckResult(check_id=f"{prefix}{i}", decision=decision, hits=hits))  # type: ignore[arg-type]
-            stored.append((subjects[i], item.matter, item.purpose, decision, hits))
-        counts["checks.by_agency", agency.code] += len(keys)
+                decision, hits = decide(packed, matters[i], categories[i], now_s)  # type: ignore[arg-type]
+                _hit_counts(counts, code, hits)
+            add_decided(decision)
+            add_result(CheckResult(check_id=f"{prefix}{i}", decision=decision, hits=hits))  # type: ignore[arg-type]
+            add_stored((subjects[i], matters[i], items[i].purpose, decision, hits))
+        counts["checks.by_agency", code] += len(keys)
         for decision, n in Counter(decided).items():
             counts["checks.by_decision", decision] += n
             _DECIDED[decision].inc(n)
         for category, n in Counter(categories).items():
-            counts["checks.by_matter", category] += n
+            counts["checks.by_matter", category] += n  # type: ignore[index]
         row = (
             UUID(batch_id),
-            agency.code,
+            code,
             now,
             position,
             version,
