@@ -21,7 +21,7 @@ import functools
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -30,7 +30,7 @@ from hub.progress import console, progress_bar
 from hub.settings import Settings
 from projections import EVENTS_TABLE, Projection, ProjectionRunner, max_position
 from projections.listings import ListingsProjection
-from projections.listings_bulk import MEMORY_ROWS, rebuild_listings
+from projections.listings_bulk import MEMORY_ROWS, default_workers, rebuild_listings
 from projections.replay import (
     drop_secondary_indexes,
     lock_key,
@@ -51,7 +51,13 @@ async def _pool(settings: Settings, size: int = 3) -> asyncpg.Pool:
 
 
 async def replay(
-    settings: Settings, name: str, *, batch_size: int, wait: float, memory_rows: int = MEMORY_ROWS
+    settings: Settings,
+    name: str,
+    *,
+    batch_size: int,
+    wait: float,
+    memory_rows: int = MEMORY_ROWS,
+    workers: int = 1,
 ) -> int:
     """Rebuild one projection from position 0 under its advisory lock."""
     projection = projections()[name]
@@ -72,11 +78,21 @@ async def replay(
                     )
                     return 3
             try:
-                return await _rebuild(pool, projection, batch_size, memory_rows)
+                bulk = Bulk(settings.database_url, workers, memory_rows)
+                return await _rebuild(pool, projection, batch_size, bulk)
             finally:
                 await lock_conn.execute("SELECT pg_advisory_unlock($1)", key)
     finally:
         await pool.close()
+
+
+class Bulk(NamedTuple):
+    """How `hub replay listings` rebuilds in bulk: in `workers` processes connecting to
+    `dsn` (one, this process, without it), each with at most `memory_rows` rows in memory."""
+
+    dsn: str | None = None
+    workers: int = 1
+    memory_rows: int = MEMORY_ROWS
 
 
 async def rebuild(
@@ -84,19 +100,26 @@ async def rebuild(
     projection: Projection,
     *,
     batch_size: int,
-    memory_rows: int = MEMORY_ROWS,
+    bulk: Bulk | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """What `hub replay NAME` does once it holds the projection's lock: rebuild the read model
     from position 0 up to the log's head; (events applied, position). `progress` is called
     with the position reached."""
+    bulk = bulk or Bulk()
     runner = ProjectionRunner(pool, projection, batch_size=batch_size)
     await runner.setup()
     async with pool.acquire() as conn:
         head = await max_position(conn)
     if isinstance(projection, ListingsProjection):
         applied = await rebuild_listings(
-            pool, head, name=runner.name, memory_rows=memory_rows, progress=progress
+            pool,
+            head,
+            name=runner.name,
+            dsn=bulk.dsn,
+            workers=bulk.workers,
+            memory_rows=bulk.memory_rows,
+            progress=progress,
         )
         return applied, head
     async with pool.acquire() as conn:
@@ -112,9 +135,7 @@ async def rebuild(
     return applied, runner.position
 
 
-async def _rebuild(
-    pool: asyncpg.Pool, projection: Projection, batch_size: int, memory_rows: int
-) -> int:
+async def _rebuild(pool: asyncpg.Pool, projection: Projection, batch_size: int, bulk: Bulk) -> int:
     async with pool.acquire() as conn:
         head = await max_position(conn)
     with progress_bar() as bar:
@@ -124,7 +145,7 @@ async def _rebuild(
             bar.update(task, completed=position, total=max(head, position))
 
         applied, position = await rebuild(
-            pool, projection, batch_size=batch_size, memory_rows=memory_rows, progress=advance
+            pool, projection, batch_size=batch_size, bulk=bulk, progress=advance
         )
         bar.update(task, completed=max(head, position), total=max(head, position, 1))
     console.print(f"{projection.name}: {applied} events replayed, position {position}")
@@ -226,6 +247,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             wait=args.wait,
             memory_rows=args.memory_rows,
+            workers=args.workers,
         )
     )
 
@@ -253,7 +275,13 @@ def register(subparsers: Any) -> None:
         "--memory-rows",
         type=int,
         default=MEMORY_ROWS,
-        help="listings rows a bulk rebuild keeps in memory before writing the oldest out",
+        help="listings rows a bulk rebuild keeps in memory (per process) before writing out",
+    )
+    rep.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="processes a bulk rebuild of listings splits the listings among",
     )
     rep.set_defaults(func=cmd_replay)
     proj = subparsers.add_parser("project", help="run read-model projections in this process")

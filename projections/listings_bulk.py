@@ -3,20 +3,21 @@
 The result is the table `ListingsProjection` builds event by event (tests compare digests),
 made the way a bulk load is cheap:
 
-1. The log is read in large pages of listing topics only, one page ahead. Events fold into
-   rows in memory, a listing's events collapsing into one row; the fold state is bounded by
-   `memory_rows`: beyond it the oldest rows are written out, by binary COPY into a fresh
-   table without indexes, while the fold goes on. An event whose listing is no longer in
-   memory (written out, or never registered) is not decoded: its position is set aside in a
-   temporary table.
-2. The events set aside are read back grouped by listing, in one sorted query joined with
-   the rows written out; each listing's row is folded on, and replaced.
-3. The fresh table gets the indexes and constraints, built once over all rows, and takes the
-   live table's place; the position is recorded in the same transaction, so the live runner
-   continues after it.
-
-Everything from the fresh table to the position is one transaction on one connection; the
-log is read on another. Readers of `listings` see the old rows until the commit.
+1. A fresh table without indexes is created and committed (`listings__rebuild`).
+2. The listings are split by id among `workers` processes (this one and spawned ones): the
+   fold is CPU bound. Each reads the log in pages of positions, its listings' events only, one
+   page ahead, and folds them into rows in memory, a listing's events collapsing into one
+   row. At most `memory_rows` rows stay in memory: beyond, the oldest are written out by
+   binary COPY while the fold goes on. An event whose listing is no longer in memory (written
+   out, or never registered) is not decoded: its position is set aside in a temporary table.
+   Then the events set aside are read back grouped by listing, in one sorted query joined
+   with the rows written out, and each listing's row is folded on and replaced. Each process
+   does this in one transaction of its own.
+3. The live table's indexes are built on the fresh one, each once over all rows, two at a
+   time; then one transaction drops the live table, gives the fresh one its constraints, its
+   name and the index names, and records the position, so the live runner continues after it.
+   Readers of `listings` see the old rows until that commit; a failure leaves them in place
+   and drops the fresh table.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import multiprocessing
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any
+from multiprocessing.connection import Connection as Connection_
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -42,7 +46,7 @@ from projections.listings import (
     _decode_registration,
     _new_row,
 )
-from projections.replay import fresh_table, log_pages, swap_in
+from projections.replay import build_indexes, fresh_table, log_pages, swap_in
 from schemas import events as ev
 
 MEMORY_ROWS = 400_000
@@ -162,6 +166,7 @@ async def _fold_log(
     writer: _Writer,
     upto: int,
     *,
+    partition: tuple[int, int],
     memory_rows: int,
     page_size: int,
     progress: Callable[[int], None] | None,
@@ -170,7 +175,7 @@ async def _fold_log(
     rows: dict[UUID, Any] = {}
     aside: list[tuple[int]] = []
     read = 0
-    async for page in log_pages(reader, upto, list(_LISTING_TOPICS), page_size):
+    async for page in log_pages(reader, upto, list(_LISTING_TOPICS), page_size, partition):
         _fold_page(page, rows, aside)
         read += len(page)
         if len(rows) > memory_rows:
@@ -223,73 +228,180 @@ async def _fold_set_aside(conn: Connection, table: str, page_size: int) -> None:
     await conn.execute(f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM _listings_patch")
 
 
+async def _load_partition(
+    reader: Connection,
+    conn: Connection,
+    table: str,
+    upto: int,
+    *,
+    partition: tuple[int, int],
+    memory_rows: int,
+    page_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Phases 1 and 2 for the listings of one partition, in one transaction on `conn`."""
+    async with _fast_timestamps(conn), conn.transaction():
+        await conn.execute(
+            "CREATE TEMP TABLE _listings_set_aside (position bigint NOT NULL) ON COMMIT DROP"
+        )
+        writer = _Writer(conn, table)
+        try:
+            read = await _fold_log(
+                reader,
+                writer,
+                upto,
+                partition=partition,
+                memory_rows=max(memory_rows, 2),
+                page_size=page_size,
+                progress=progress,
+            )
+            await writer.close()
+        except BaseException:
+            await writer.abandon()
+            raise
+        if writer.set_aside:
+            await _fold_set_aside(conn, table, page_size)
+    return read
+
+
+class _Job(NamedTuple):
+    """What a worker process needs to load its partition (pickled to it)."""
+
+    dsn: str
+    search_path: str
+    table: str
+    upto: int
+    partition: tuple[int, int]
+    memory_rows: int
+    page_size: int
+
+
+async def _partition_main(job: _Job) -> int:
+    settings = {"search_path": job.search_path}
+    reader = await asyncpg.connect(job.dsn, server_settings=settings)
+    conn = await asyncpg.connect(job.dsn, server_settings=settings)
+    try:
+        return await _load_partition(
+            reader,
+            conn,
+            job.table,
+            job.upto,
+            partition=job.partition,
+            memory_rows=job.memory_rows,
+            page_size=job.page_size,
+        )
+    finally:
+        await reader.close()
+        await conn.close()
+
+
+def _partition_process(sender: Connection_, job: _Job) -> None:
+    """The body of a worker process: load one partition, send the count or the error."""
+    gc.disable()
+    try:
+        sender.send(("ok", asyncio.run(_partition_main(job))))
+    except BaseException as exc:  # reported to the parent, which raises it
+        sender.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        sender.close()
+
+
+class _Worker:
+    """A process loading one partition (spawned: a fresh interpreter, no inherited state)."""
+
+    def __init__(self, job: _Job) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.receiver, sender = context.Pipe(duplex=False)
+        self.process = context.Process(target=_partition_process, args=(sender, job))
+        self.process.start()
+        sender.close()
+
+    def _result(self) -> int:
+        try:
+            outcome, value = self.receiver.recv()
+        except EOFError:
+            outcome, value = "error", f"worker exited with code {self.process.exitcode}"
+        self.process.join()
+        if outcome != "ok":
+            raise RebuildError(f"listings partition: {value}")
+        return int(value)
+
+    async def result(self) -> int:
+        return await asyncio.to_thread(self._result)
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+
+class RebuildError(RuntimeError):
+    """A worker process of a bulk rebuild failed."""
+
+
+def default_workers() -> int:
+    """Processes for a bulk rebuild: the fold is CPU bound, PostgreSQL needs a core too."""
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
 async def rebuild_listings(
     pool: asyncpg.Pool,
     upto: int,
     *,
     name: str = "listings",
+    dsn: str | None = None,
+    workers: int = 1,
     memory_rows: int = MEMORY_ROWS,
     page_size: int = PAGE_SIZE,
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Rebuild `listings` from the log up to position `upto` and record `upto` as the
-    position of projection `name`, in one transaction; returns the listing events read.
+    position of projection `name`; returns the listing events read.
 
-    The caller holds the projection's advisory lock (no live runner applies meanwhile) and
-    chooses `upto` at most the log's head: ids follow commit order, so every event up to it
-    is committed and the live runner continues after it."""
-    async with (
-        pool.acquire() as reader,
-        pool.acquire() as conn,
-        _fast_timestamps(conn),
-        conn.transaction(),
-    ):
-        with _no_gc():
-            return await _rebuild(
-                reader,
-                conn,
-                upto,
-                name=name,
-                memory_rows=memory_rows,
-                page_size=page_size,
-                progress=progress,
-            )
-
-
-async def _rebuild(
-    reader: Connection,
-    conn: Connection,
-    upto: int,
-    *,
-    name: str,
-    memory_rows: int,
-    page_size: int,
-    progress: Callable[[int], None] | None,
-) -> int:
-    table = await fresh_table(conn, "listings")
-    await conn.execute(
-        "CREATE TEMP TABLE _listings_set_aside (position bigint NOT NULL) ON COMMIT DROP"
-    )
-    writer = _Writer(conn, table)
+    With `workers` > 1 (and the `dsn` to connect with, in the pool's search path), the
+    listings are split by id among that many processes, this one included, each folding and
+    loading its share with at most `memory_rows` rows in memory. The fresh table is swapped
+    in, and the position recorded, in one transaction at the end; a failure leaves the live
+    table as it was. The caller holds the projection's advisory lock (no live runner applies
+    meanwhile) and chooses `upto` at most the log's head: ids follow commit order, so every
+    event up to it is committed and the live runner continues after it."""
+    workers = max(1, workers if dsn is not None else 1)
+    async with pool.acquire() as conn:
+        table = await fresh_table(conn, "listings")
+        search_path = await conn.fetchval("SELECT current_setting('search_path')")
+    others: list[_Worker] = []
     try:
-        read = await _fold_log(
-            reader,
-            writer,
-            upto,
-            memory_rows=max(memory_rows, 2),
-            page_size=page_size,
-            progress=progress,
+        others.extend(
+            _Worker(_Job(dsn, search_path, table, upto, (k, workers), memory_rows, page_size))
+            for k in range(1, workers)
+            if dsn is not None
         )
-        await writer.close()
+        async with pool.acquire() as reader, pool.acquire() as conn:
+            with _no_gc():
+                read = await _load_partition(
+                    reader,
+                    conn,
+                    table,
+                    upto,
+                    partition=(0, workers),
+                    memory_rows=memory_rows,
+                    page_size=page_size,
+                    progress=progress,
+                )
+        for worker in others:
+            read += await worker.result()
+        swap = await build_indexes(pool, "listings", table, parallel=workers)
+        async with pool.acquire() as conn, conn.transaction():
+            await swap_in(conn, swap)
+            await conn.execute(
+                "UPDATE projection_positions SET position = $2, updated_at = now() WHERE name = $1",
+                name,
+                upto,
+            )
     except BaseException:
-        await writer.abandon()
+        for worker in others:
+            worker.stop()
+        async with pool.acquire() as conn:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
         raise
-    if writer.set_aside:
-        await _fold_set_aside(conn, table, page_size)
-    await swap_in(conn, "listings", table)
-    await conn.execute(
-        "UPDATE projection_positions SET position = $2, updated_at = now() WHERE name = $1",
-        name,
-        upto,
-    )
     return read

@@ -23,6 +23,7 @@ import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 import asyncpg
 
@@ -167,32 +168,41 @@ async def restore_indexes(conn: Connection, definitions: Sequence[str]) -> None:
 _PAGE = (
     f"SELECT notification_id, originator_id, topic, state FROM {EVENTS_TABLE} "
     "WHERE notification_id > $1 AND notification_id <= $2 AND topic = ANY($3::text[]) "
-    "ORDER BY notification_id LIMIT $4"
+    "AND get_byte(uuid_send(originator_id), 15) % $4 = $5 ORDER BY notification_id"
 )
+"""A page is a range of positions, not a count of rows: with the filters, a row count
+would lead the planner to sort the whole table for every page."""
 
 
 async def log_pages(
-    conn: Connection, upto: int, topics: Sequence[str], page_size: int
+    conn: Connection,
+    upto: int,
+    topics: Sequence[str],
+    page_size: int,
+    partition: tuple[int, int] = (0, 1),
 ) -> AsyncIterator[list[asyncpg.Record]]:
-    """(position, originator id, topic, state) records of `topics` up to `upto`, in log order
-    and in pages; the next page is requested before this one is handed over, so PostgreSQL
-    reads it while the caller folds."""
+    """(position, originator id, topic, state) records of `topics` up to `upto`, in log order,
+    in pages of at most `page_size` positions; the next page is requested before this one is
+    handed over, so PostgreSQL reads it while the caller folds. `partition` (k, n): only the
+    aggregates whose id's last byte is k modulo n (an aggregate's events are all in one)."""
     wanted = list(topics)
+    k, n = partition
 
     def fetch(after: int) -> asyncio.Future[list[asyncpg.Record]]:
-        return asyncio.ensure_future(conn.fetch(_PAGE, after, upto, wanted, page_size))
+        until = min(upto, after + page_size)
+        return asyncio.ensure_future(conn.fetch(_PAGE, after, until, wanted, n, k))
 
-    pending = fetch(0)
+    after = 0
+    pending = fetch(after) if after < upto else None
     try:
-        while rows := await pending:
-            if len(rows) == page_size:
-                pending = fetch(rows[-1][0])
-            else:
-                pending = asyncio.get_running_loop().create_future()
-                pending.set_result([])
-            yield rows
+        while pending is not None:
+            rows = await pending
+            after = min(upto, after + page_size)
+            pending = fetch(after) if after < upto else None
+            if rows:
+                yield rows
     finally:
-        if not pending.done():
+        if pending is not None and not pending.done():
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
                 await pending
@@ -200,9 +210,10 @@ async def log_pages(
 
 async def fresh_table(conn: Connection, table: str) -> str:
     """An empty copy of `table` (columns and defaults; no index, no constraint but NOT NULL),
-    to bulk load; `swap_in` replaces `table` with it. Call it inside the transaction that
-    calls `swap_in`, so that a failed rebuild leaves nothing behind."""
+    to bulk load; `swap_in` replaces `table` with it. A copy left by a failed rebuild is
+    dropped first (the caller holds the projection's lock)."""
     fresh = f"{table}__rebuild"
+    await conn.execute(f"DROP TABLE IF EXISTS {fresh}")
     await conn.execute(f"CREATE TABLE {fresh} (LIKE {table} INCLUDING DEFAULTS)")
     return fresh
 
@@ -214,36 +225,73 @@ def _renamed(name: str) -> str:
     return f'"{name.strip(chr(34))[:56]}__swap"'
 
 
-async def swap_in(conn: Connection, table: str, fresh: str) -> None:
-    """Give `fresh` the constraints and indexes of `table` (built once each, over the loaded
-    rows, under temporary names), then drop `table` and rename `fresh` and its indexes to the
-    old names. Readers of `table` see the old rows until the transaction commits."""
-    constraints = await conn.fetch(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE conrelid = $1::regclass AND contype <> 'n' ORDER BY contype = 'p' DESC, conname",
-        table,
-    )
-    indexes = await conn.fetch(
-        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-        "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass AND NOT EXISTS "
-        "(SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) ORDER BY c.relname",
-        table,
-    )
-    await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
-    for name, definition in constraints:
-        await conn.execute(f"ALTER TABLE {fresh} ADD CONSTRAINT {_renamed(name)} {definition}")
-    for name, definition in indexes:
-        match = _INDEX_DEF.fullmatch(definition)
-        if match is None:
-            raise ValueError(f"unexpected index definition: {definition}")
-        unique, _, only, _, rest = match.groups()
-        await conn.execute(
-            f"CREATE {unique or ''}INDEX {_renamed(name)} ON {only or ''}{fresh} {rest}"
+class Swap(NamedTuple):
+    """What `swap_in` finishes: the live table's constraints (name, type, definition) and
+    its other indexes' names, their indexes built on the fresh table under `_renamed` names."""
+
+    table: str
+    fresh: str
+    constraints: list[tuple[str, str, str]]
+    indexes: list[str]
+
+
+def _on_fresh(definition: str, name: str, fresh: str) -> str:
+    match = _INDEX_DEF.fullmatch(definition)
+    if match is None:
+        raise ValueError(f"unexpected index definition: {definition}")
+    unique, _, only, _, rest = match.groups()
+    return f"CREATE {unique or ''}INDEX {_renamed(name)} ON {only or ''}{fresh} {rest}"
+
+
+async def build_indexes(pool: asyncpg.Pool, table: str, fresh: str, *, parallel: int = 2) -> Swap:
+    """Build the indexes of `table` (those of its primary key and unique constraints too) on
+    the loaded, committed `fresh` table, `parallel` at a time, each over all the rows at once."""
+    async with pool.acquire() as conn:
+        constraints = await conn.fetch(
+            "SELECT conname, contype, pg_get_constraintdef(oid), pg_get_indexdef(conindid) "
+            "FROM pg_constraint WHERE conrelid = $1::regclass AND contype <> 'n' "
+            "ORDER BY conname",
+            table,
         )
+        indexes = await conn.fetch(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) "
+            "ORDER BY c.relname",
+            table,
+        )
+    statements = [_on_fresh(d, n, fresh) for n, t, _, d in constraints if t in ("p", "u")]
+    statements += [_on_fresh(d, n, fresh) for n, d in indexes]
+    queue = list(reversed(statements))
+
+    async def build() -> None:
+        async with pool.acquire() as conn:
+            await conn.execute("SET maintenance_work_mem = '256MB'")
+            try:
+                while queue:
+                    await conn.execute(queue.pop())
+            finally:
+                await conn.execute("RESET maintenance_work_mem")
+
+    await asyncio.gather(*(build() for _ in range(max(1, parallel))))
+    return Swap(table, fresh, [(n, t, d) for n, t, d, _ in constraints], [n for n, _ in indexes])
+
+
+async def swap_in(conn: Connection, swap: Swap) -> None:
+    """Replace the table with the fresh one: drop it, give the fresh one its constraints
+    (on the indexes `build_indexes` built) and its name and its indexes' names. Run it in
+    the transaction that records the position; readers see the old rows until the commit."""
+    table, fresh = swap.table, swap.fresh
     await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
     await conn.execute(f"DROP TABLE {table}")
+    for name, kind, definition in swap.constraints:
+        if kind in ("p", "u"):  # the index takes the constraint's name
+            key = "PRIMARY KEY" if kind == "p" else "UNIQUE"
+            await conn.execute(
+                f'ALTER TABLE {fresh} ADD CONSTRAINT "{name}" {key} USING INDEX {_renamed(name)}'
+            )
+        else:
+            await conn.execute(f'ALTER TABLE {fresh} ADD CONSTRAINT "{name}" {definition}')
     await conn.execute(f"ALTER TABLE {fresh} RENAME TO {table}")
-    for name, _ in constraints:
-        await conn.execute(f'ALTER TABLE {table} RENAME CONSTRAINT {_renamed(name)} TO "{name}"')
-    for name, _ in indexes:
+    for name in swap.indexes:
         await conn.execute(f'ALTER INDEX {_renamed(name)} RENAME TO "{name}"')

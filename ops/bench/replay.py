@@ -1,6 +1,6 @@
 """Replay throughput of the listings read model against reading the same notifications raw.
 
-    .venv/bin/python -m ops.bench.replay [EVENTS] [--batch-size N] [--memory-rows N]
+    .venv/bin/python -m ops.bench.replay [EVENTS] [--batch-size N] [--memory-rows N] [--workers N]
 
 Fills a fresh schema's `credit_events` (created by `CreditApplication`) with EVENTS events
 (default 1,000,000) by bulk COPY of msgpack states built with `schemas.codec.encode_state`:
@@ -11,8 +11,9 @@ Fills a fresh schema's `credit_events` (created by `CreditApplication`) with EVE
   (the live path, in batches of N);
 - `hub replay`: what `hub replay listings` does once it holds the lock
   (`hub.cli_replay.rebuild`): the bulk rebuild into a fresh table, its indexes built at the
-  end and the table swapped in, with at most `--memory-rows` rows in memory (the command's
-  default unless given). Its result is checked against the runner's (digests).
+  end and the table swapped in, in `--workers` processes with at most `--memory-rows` rows
+  in memory each (the command's defaults unless given). Its result is checked against the
+  runner's (digests).
 
 Reports events per second and each replay's ratio to `raw` (target: at least 0.5). The
 database is `HUB_BENCH_DATABASE_URL` or `HUB_TEST_DATABASE_URL` when set, else an embedded
@@ -37,13 +38,13 @@ from typing import Any
 import asyncpg
 
 from hub.bootstrap import eventsourcing_env
-from hub.cli_replay import rebuild
+from hub.cli_replay import Bulk, rebuild
 from hub.credit.application import EVENTS_TABLE, CreditApplication
 from hub.scheduler import ExpiryJob, TakeEffectJob
 from ops.embedded import EmbeddedPostgres
 from projections import Connection, ProjectionRunner
 from projections.listings import ListingsProjection
-from projections.listings_bulk import MEMORY_ROWS
+from projections.listings_bulk import MEMORY_ROWS, default_workers
 from projections.replay import projection_digest
 from schemas.codec import encode_state
 
@@ -138,10 +139,8 @@ async def _runner(pool: asyncpg.Pool, batch: int) -> int:
     return await runner.catch_up()
 
 
-async def _hub_replay(pool: asyncpg.Pool, batch: int, memory_rows: int) -> int:
-    applied, _ = await rebuild(
-        pool, ListingsProjection(), batch_size=batch, memory_rows=memory_rows
-    )
+async def _hub_replay(pool: asyncpg.Pool, batch: int, bulk: Bulk) -> int:
+    applied, _ = await rebuild(pool, ListingsProjection(), batch_size=batch, bulk=bulk)
     return applied
 
 
@@ -157,8 +156,11 @@ async def _timed(label: str, results: dict[str, Any], coro: Any) -> None:
     results[label] = {"events": count, "seconds": round(seconds, 2), "per_second": count / seconds}
 
 
-async def run(url: str, n: int, batch: int, memory_rows: int = MEMORY_ROWS) -> dict[str, Any]:
+async def run(
+    url: str, n: int, batch: int, memory_rows: int = MEMORY_ROWS, workers: int = 1
+) -> dict[str, Any]:
     schema = f"bench_replay_{uuid.uuid4().hex[:8]}"
+    bulk = Bulk(url, workers, memory_rows)
     admin = await asyncpg.connect(url)
     await admin.execute(f'CREATE SCHEMA "{schema}"')
     try:
@@ -178,7 +180,7 @@ async def run(url: str, n: int, batch: int, memory_rows: int = MEMORY_ROWS) -> d
             await _timed("raw", results, _raw(pool, batch))
             await _timed("runner", results, _runner(pool, batch))
             by_runner = await _digest(pool)
-            await _timed("hub replay", results, _hub_replay(pool, batch, memory_rows))
+            await _timed("hub replay", results, _hub_replay(pool, batch, bulk))
             if await _digest(pool) != by_runner:
                 raise AssertionError("the bulk rebuild differs from the runner's read model")
             await _timed("raw (again)", results, _raw(pool, batch))
@@ -189,8 +191,8 @@ async def run(url: str, n: int, batch: int, memory_rows: int = MEMORY_ROWS) -> d
         await admin.close()
     raw = max(results["raw"]["per_second"], results["raw (again)"]["per_second"])
     print(
-        f"\nreplay of {n:,} events, batches of {batch:,}, bulk rebuild with at most "
-        f"{memory_rows:,} rows in memory (target: replay >= 0.5 x raw)"
+        f"\nreplay of {n:,} events, batches of {batch:,}; bulk rebuild in {workers} "
+        f"process(es), at most {memory_rows:,} rows in memory each (target: replay >= 0.5 x raw)"
     )
     print(f"{'path':14} {'seconds':>9} {'events/s':>12} {'x raw':>7}")
     for label, row in results.items():
@@ -204,13 +206,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("events", nargs="?", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--memory-rows", type=int, default=MEMORY_ROWS)
+    parser.add_argument("--workers", type=int, default=default_workers())
     args = parser.parse_args(argv)
     url = os.environ.get("HUB_BENCH_DATABASE_URL") or os.environ.get("HUB_TEST_DATABASE_URL")
     with contextlib.ExitStack() as stack:
         if not url:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
             url = stack.enter_context(EmbeddedPostgres(Path(tmp))).url
-        return asyncio.run(run(url, args.events, args.batch_size, args.memory_rows))
+        return asyncio.run(run(url, args.events, args.batch_size, args.memory_rows, args.workers))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from hub.credit.service import Agency
 from hub.settings import Settings
 from projections import ProjectionRunner, max_position
 from projections.listings import ListingsProjection
-from projections.listings_bulk import rebuild_listings
+from projections.listings_bulk import RebuildError, rebuild_listings
 from projections.replay import projection_digest, replay_digest, scratch_pool, snapshot
 from schemas.listing import Amendment, Delisting, NewListing, NewObjection, ObjectionAnswer
 
@@ -106,11 +106,12 @@ async def live(hub) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(
-    ("memory_rows", "page_size"),
-    [(400_000, 50_000), (3, 7), (2, 1)],
-    ids=["all-in-memory", "small", "tiny"],
+    "bounds",
+    [(400_000, 50_000, 1), (3, 7, 1), (2, 1, 1), (4, 9, 2)],
+    ids=["all-in-memory", "small", "tiny", "two-processes"],
 )
-async def test_bulk_rebuild_equals_the_runner(hub, db, clock, memory_rows, page_size):
+async def test_bulk_rebuild_equals_the_runner(hub, db, clock, bounds):
+    memory_rows, page_size, workers = bounds
     await write_history(hub, clock)
     await hub.runners["listings"].catch_up()
     position, digest = await live(hub)
@@ -121,7 +122,14 @@ async def test_bulk_rebuild_equals_the_runner(hub, db, clock, memory_rows, page_
     assert {f"hub.credit.domainmodel:Listing.{kind}" for kind in kinds} <= topics
     async with scratch_pool(db.url, db.schema) as pool:
         await ProjectionRunner(pool, ListingsProjection()).setup()
-        read = await rebuild_listings(pool, position, memory_rows=memory_rows, page_size=page_size)
+        read = await rebuild_listings(
+            pool,
+            position,
+            dsn=db.url,
+            workers=workers,
+            memory_rows=memory_rows,
+            page_size=page_size,
+        )
         async with pool.acquire() as conn, conn.transaction():
             assert await projection_digest(conn, ListingsProjection()) == digest
             assert await conn.fetchval("SELECT to_regclass('listings__rebuild')") is None
@@ -159,3 +167,15 @@ async def test_bulk_rebuild_in_place_then_the_runner_continues(hub, db, clock):
     assert later > position
     assert digest.startswith("26:")
     assert await replay_digest(db.url, db.schema, ListingsProjection(), later) == digest
+
+
+async def test_a_failed_rebuild_leaves_the_live_table(hub, clock):
+    await write_history(hub, clock, 9)
+    await hub.runners["listings"].catch_up()
+    before = await live(hub)
+    bad = "postgresql://postgres@127.0.0.1:1/nowhere"  # the second process cannot connect
+    with pytest.raises(RebuildError, match="partition"):
+        await rebuild_listings(hub.pool, before[0], dsn=bad, workers=2, memory_rows=2)
+    assert await live(hub) == before
+    async with hub.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT to_regclass('listings__rebuild')") is None
