@@ -2,7 +2,10 @@
 
 A key is `hub_<random>`; the hub stores only its SHA-256 (keys carry 256 bits of entropy, so
 a fast hash is safe) and looks keys up through a short in-process cache, so API processes
-stay stateless and a revoked key stops working within `CACHE_SECONDS`. The admin key comes
+stay stateless and a revoked key (its row deleted or its hash changed) stops working within
+`CACHE_SECONDS` of the lookup that found it. A key found is also remembered by its
+`Authorization` header with that same lookup's time, so a request of a known key neither
+hashes nor reads the database (the SHA-256 was ~0.4 us of every check). The admin key comes
 from settings and is compared in constant time.
 """
 
@@ -48,6 +51,8 @@ class Agencies:
         self.pool = pool
         self._admin_hash = key_hash(admin_key) if admin_key else None
         self._cache: dict[str, tuple[float, Agency | None]] = {}
+        self._known: dict[str, tuple[float, Agency | None]] = {}
+        """Entries of `_cache` (or the admin's) that found an agency, by `Authorization`."""
 
     async def create(
         self, code: str, name: str, scopes: Iterable[str], domains: Iterable[str]
@@ -70,12 +75,17 @@ class Agencies:
         return key
 
     async def authenticate(self, authorization: str | None) -> Agency:
+        if authorization is not None:
+            known = self._known.get(authorization)
+            if known is not None and time.monotonic() - known[0] <= CACHE_SECONDS:
+                return known[1]  # type: ignore[return-value] # only agencies are remembered
         if not authorization or not authorization.startswith("Bearer "):
             raise Unauthenticated("send `Authorization: Bearer <api key>`", field="authorization")
         digest = key_hash(authorization[7:].strip())
-        if self._admin_hash and hmac.compare_digest(digest, self._admin_hash):
-            return ADMIN
         now = time.monotonic()
+        if self._admin_hash and hmac.compare_digest(digest, self._admin_hash):
+            self._remember(authorization, (now, ADMIN))
+            return ADMIN
         cached = self._cache.get(digest)
         if cached is None or now - cached[0] > CACHE_SECONDS:
             row = await self.pool.fetchrow(
@@ -93,7 +103,13 @@ class Agencies:
             self._cache[digest] = cached = (now, agency)
         if cached[1] is None:
             raise Unauthenticated("the API key is not known to the hub", field="authorization")
+        self._remember(authorization, cached)
         return cached[1]
+
+    def _remember(self, authorization: str, entry: tuple[float, Agency | None]) -> None:
+        if len(self._known) > CACHE_ENTRIES:
+            self._known.clear()
+        self._known[authorization] = entry
 
 
 def require_scope(agency: Agency, *scopes: str) -> None:

@@ -1,12 +1,98 @@
 """Prometheus metrics of the hub, in the default registry that `/metrics` serves.
 
-Projections and adapters define theirs beside their code, in the same registry."""
+Projections and adapters define theirs beside their code, in the same registry.
+
+On the hottest paths (every check) a Prometheus call costs 0.25 us (a counter) to 0.5 us (a
+histogram: a lock per value and a Python loop over the buckets). `Tally` and `Timings`
+keep those observations as plain Python numbers instead and add them to their metric child
+in bulk: before every collection of the registry (`_flush_all` is registered here, ahead of
+every metric, so `/metrics` and `REGISTRY.get_sample_value` see every observation) and
+every `FLUSH_EVERY` observations. Names, labels and values exported are the metric's own.
+They are meant for the event loop's thread, which is also where `/metrics` collects.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["REGISTRY"]
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.registry import Collector
+
+__all__ = ["REGISTRY", "Tally", "Timings"]
+
+FLUSH_EVERY = 4096
+_pending: list[Tally | Timings] = []
+
+
+class _Flush(Collector):
+    """Adds what tallies hold to their metrics whenever the registry is collected."""
+
+    def collect(self) -> Iterable[Any]:
+        for tally in _pending:
+            tally.flush()
+        return ()
+
+    def describe(self) -> Iterable[Any]:
+        return ()
+
+
+REGISTRY.register(_Flush())  # before any metric: the registry collects in this order
+
+
+class Tally:
+    """Increments of a Counter child, added to it in bulk."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.n = 0
+        _pending.append(self)
+
+    def inc(self, amount: int = 1) -> None:
+        self.n += amount
+        if self.n >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        n, self.n = self.n, 0
+        if n:
+            self.child.inc(n)
+
+
+class Timings:
+    """Observations of a Histogram child, added to its buckets and sum in bulk."""
+
+    __slots__ = ("bounds", "child", "values")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = list(child._upper_bounds)  # noqa: SLF001 - the child's buckets
+        self.values: list[float] = []
+        _pending.append(self)
+
+    def observe(self, amount: float) -> None:
+        values = self.values
+        values.append(amount)
+        if len(values) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        values, self.values = self.values, []
+        if not values:
+            return
+        counts = [0] * len(self.bounds)
+        bounds = self.bounds
+        for value in values:  # Histogram.observe's bucket: the first bound >= the value
+            counts[bisect_left(bounds, value)] += 1
+        child = self.child
+        child._sum.inc(sum(values))  # noqa: SLF001 - what Histogram.observe adds, in bulk
+        for bucket, n in zip(child._buckets, counts, strict=True):  # noqa: SLF001
+            if n:
+                bucket.inc(n)
+
 
 REQUESTS = Counter(
     "hub_http_requests_total",

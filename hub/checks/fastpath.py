@@ -44,6 +44,7 @@ from litestar.types import (
 )
 
 from hub.agencies import require_scope
+from hub.metrics import Tally, Timings
 from schemas.checks import BatchRequest, CheckRequest
 
 ENABLED = True
@@ -227,6 +228,23 @@ async def _respond(
             )
 
 
+def _tallied(
+    metrics_for: Callable[[str, str, int], tuple[Any, Any]],
+) -> Callable[[str, str, int], tuple[Tally, Timings]]:
+    """`metrics_for`, its children fed through a Tally and Timings each."""
+    tallied: dict[tuple[str, str, int], tuple[Tally, Timings]] = {}
+
+    def tallies(method: str, route: str, status: int) -> tuple[Tally, Timings]:
+        key = (method, route, status)
+        found = tallied.get(key)
+        if found is None:
+            counter, latency = metrics_for(method, route, status)
+            found = tallied[key] = (Tally(counter), Timings(latency))
+        return found
+
+    return tallies
+
+
 def dispatch(
     app: ASGIApp,
     *,
@@ -236,7 +254,9 @@ def dispatch(
     """The ASGI handler `app` with `POST /v1/checks` and `/batch` answered ahead of it.
 
     `request_id` and `metrics_for` are `observe`'s own, so the id, the metrics (by route and
-    status) and the access log line are those of every other request."""
+    status) and the access log line are those of every other request; the metric children
+    are fed through `hub.metrics.Tally` and `Timings` (plain numbers, added before a scrape)."""
+    tallies = _tallied(metrics_for)
 
     async def dispatcher(scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -285,7 +305,7 @@ def dispatch(
             code=code,
             started=started,
             request_id=request_id,
-            metrics_for=metrics_for,
+            metrics_for=tallies,
         )
 
     return dispatcher

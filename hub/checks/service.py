@@ -31,6 +31,7 @@ from hub.checks.usage import UsageLog
 from hub.clock import Clock
 from hub.credit.service import Agency
 from hub.errors import RuleViolation, Unavailable
+from hub.metrics import Tally, Timings
 from hub.settings import Settings
 from projections import max_position
 from projections.checkindex import CheckIndex, subject_key
@@ -54,9 +55,10 @@ CHECK_SECONDS = Histogram(
 DECISION_COUNT = PromCounter(
     "hub_check_decisions_total", "Check answers by decision.", ["decision"]
 )
-_DECIDED = {d: DECISION_COUNT.labels(d) for d in DECISIONS}
-_SINGLE_SECONDS = CHECK_SECONDS.labels("single")
-_BATCH_SECONDS = CHECK_SECONDS.labels("batch")
+# counted and timed as plain numbers, added to the metrics before each scrape (hub.metrics)
+_DECIDED = {d: Tally(DECISION_COUNT.labels(d)) for d in DECISIONS}
+_SINGLE_SECONDS = Timings(CHECK_SECONDS.labels("single"))
+_BATCH_SECONDS = Timings(CHECK_SECONDS.labels("batch"))
 MIN_POSITION_WAIT = 1.0
 
 _hits_encoder = msgspec.msgpack.Encoder()
