@@ -2,10 +2,14 @@
 
 `Edge` holds the tree size, the roots of the complete perfect subtrees of 256 leaves or more
 (the frontier, largest first: one per set bit of size // 256) and the leaf hashes of the last,
-partial block. Extending it by a batch returns the rows to write: every touched leaf block,
-and every perfect node of level >= 8 completed by the batch (each block's root, then the
-frontier merges). `block_roots` is the expensive part, a pure function so that it can run in
-another process.
+partial block. Adding leaves is two steps, so that the rows PostgreSQL writes longest can be
+sent before the hashing that takes longest: `blocks` gives the leaf blocks the leaves touch
+(cheap, and it leaves the edge alone), `grow` adds them, hashing every perfect node they
+complete, and gives the nodes of level >= 8 to write (each block's root, then the frontier
+merges). `extend` does both. Nodes are hashed level by level over all the completed blocks at
+once (`subtree_roots`): one tight loop per level rather than one per block and level.
+`block_roots` is the same hashing on bytes, a pure function so that it can run in another
+process.
 """
 
 from __future__ import annotations
@@ -20,14 +24,21 @@ BLOCK_SIZE = 1 << BLOCK_LEVEL
 BLOCK_BYTES = BLOCK_SIZE * h.HASH_SIZE
 
 
+def subtree_roots(hashes: Sequence[bytes], levels: int) -> list[bytes]:
+    """Roots of the consecutive perfect subtrees of 2**levels hashes each (a whole number)."""
+    row = list(hashes)
+    if len(row) % (1 << levels):
+        raise ValueError("the hashes do not fill whole subtrees")
+    for _ in range(levels):
+        row = h.level_up(row)
+    return row
+
+
 def block_roots(data: bytes) -> bytes:
     """Roots of whole blocks, given their concatenated leaf hashes (k * 8 KiB in, k * 32 out)."""
     size = h.HASH_SIZE
-    roots = []
-    for offset in range(0, len(data), BLOCK_BYTES):
-        block = [data[i : i + size] for i in range(offset, offset + BLOCK_BYTES, size)]
-        roots.append(h.perfect_root(block))
-    return b"".join(roots)
+    leaves = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(subtree_roots(leaves, BLOCK_LEVEL))
 
 
 def completed_blocks(tail: Sequence[bytes], leaf_hashes: Sequence[bytes]) -> bytes:
@@ -38,18 +49,56 @@ def completed_blocks(tail: Sequence[bytes], leaf_hashes: Sequence[bytes]) -> byt
     return b"".join([*tail, *leaf_hashes[: whole - len(tail)]])
 
 
+PACK = 2048
+"""Hashes joined at a time by `pack`: 64 KiB, below the size at which malloc maps fresh
+pages (page faults cost far more than the copies here)."""
+
+
+def pack(parts: Sequence[Sequence[bytes]], buffer: bytearray) -> memoryview:
+    """Concatenate the hashes of `parts` into `buffer` (reused across calls); return a view."""
+    view = memoryview(buffer)
+    offset = 0
+    for hashes in parts:
+        for start in range(0, len(hashes), PACK):
+            joined = b"".join(hashes[start : start + PACK])
+            view[offset : offset + len(joined)] = joined
+            offset += len(joined)
+    return view[:offset]
+
+
 @dataclass
 class Rows:
-    block_ids: list[int] = field(default_factory=list)
-    blocks: list[bytes] = field(default_factory=list)
+    """Rows to write: leaf blocks as one string of hashes, and nodes.
+
+    `leaves` holds the leaf hashes from leaf `first_block * 256` on, so the blocks from
+    `first_block` on, the last one possibly partial: one bytes object, split by PostgreSQL.
+    """
+
+    first_block: int = 0
+    leaves: bytes | memoryview = b""
     levels: list[int] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
+
+    @property
+    def block_ids(self) -> list[int]:
+        return list(range(self.first_block, self.first_block + -(-len(self.leaves) // BLOCK_BYTES)))
+
+    @property
+    def blocks(self) -> list[bytes]:
+        data = bytes(self.leaves)
+        return [data[i : i + BLOCK_BYTES] for i in range(0, len(data), BLOCK_BYTES)]
 
     def node(self, level: int, index: int, value: bytes) -> None:
         self.levels.append(level)
         self.indexes.append(index)
         self.hashes.append(value)
+
+    def take_nodes(self, other: Rows) -> None:
+        """Add `other`'s nodes to these rows."""
+        self.levels += other.levels
+        self.indexes += other.indexes
+        self.hashes += other.hashes
 
 
 @dataclass
@@ -72,29 +121,40 @@ class Edge:
 
     def extend(self, leaf_hashes: Sequence[bytes], roots: bytes | None = None) -> Rows:
         """Add leaves; `roots` may bring the completed blocks' roots, computed elsewhere."""
+        rows = self.blocks(leaf_hashes)
+        rows.take_nodes(self.grow(leaf_hashes, roots))
+        return rows
+
+    def blocks(self, leaf_hashes: Sequence[bytes]) -> Rows:
+        """The leaf blocks that adding `leaf_hashes` touches, as they will be; no nodes."""
+        if not leaf_hashes:
+            return Rows()
+        return Rows(self.size >> BLOCK_LEVEL, b"".join([*self.tail, *leaf_hashes]))
+
+    def grow(self, leaf_hashes: Sequence[bytes], roots: bytes | None = None) -> Rows:
+        """Add leaves to the edge; the rows hold the perfect nodes of level >= 8 they complete.
+
+        `roots` may bring the completed blocks' roots, computed elsewhere (`block_roots`).
+        """
+        leaves = [*self.tail, *leaf_hashes]
+        whole = len(leaves) // BLOCK_SIZE * BLOCK_SIZE
+        if roots is None:
+            completed = subtree_roots(leaves[:whole], BLOCK_LEVEL)
+        else:
+            size = h.HASH_SIZE
+            completed = [roots[i : i + size] for i in range(0, len(roots), size)]
+        if len(completed) != whole // BLOCK_SIZE:
+            raise ValueError("one root per completed block")
         rows = Rows()
-        position, count, completed = 0, len(leaf_hashes), 0
-        while position < count:
-            take = min(BLOCK_SIZE - len(self.tail), count - position)
-            self.tail.extend(leaf_hashes[position : position + take])
-            position += take
-            block = self.size >> BLOCK_LEVEL
-            self.size += take
-            rows.block_ids.append(block)
-            rows.blocks.append(b"".join(self.tail))
-            if len(self.tail) < BLOCK_SIZE:
-                break
-            if roots is None:
-                value = h.perfect_root(self.tail)
-            else:
-                value = roots[completed * h.HASH_SIZE : (completed + 1) * h.HASH_SIZE]
-                completed += 1
-            level, index = BLOCK_LEVEL, block
+        frontier = self.frontier
+        for number, block_root in enumerate(completed, start=self.size >> BLOCK_LEVEL):
+            level, index, value = BLOCK_LEVEL, number, block_root
             rows.node(level, index, value)
             while index & 1:  # a right child: merge with its left sibling
-                value = h.node_hash(self.frontier.pop(), value)
+                value = h.node_hash(frontier.pop(), value)
                 level, index = level + 1, index >> 1
                 rows.node(level, index, value)
-            self.frontier.append(value)
-            self.tail = []
+            frontier.append(value)
+        self.tail = leaves[whole:]
+        self.size += len(leaf_hashes)
         return rows
