@@ -39,8 +39,10 @@ from hub.credit.service import Agency
 from hub.errors import HubError
 from projections.listings import IN_FORCE
 from schemas import events as ev
+from schemas.listing import CommandResult
 
 Row = tuple[int, dict[str, object]]
+Answer = tuple[CommandResult, bool] | HubError
 _SLICE = 256
 """Rows parsed between two chances for the writer thread to take the GIL."""
 
@@ -76,23 +78,29 @@ class Importer:
     async def run(
         self, rows: Iterable[Row | Record], progress: Callable[[int], None] | None = None
     ) -> ImportSummary:
-        """Import every row; a chunk is written while the next one is parsed."""
-        pending: asyncio.Task[None] | None = None
+        """Import every row; a chunk is written while the next one is read and prepared."""
+        listings = self.hub.listings
+        writing: asyncio.Task[list[Answer]] | None = None
+        written: tuple[list[tuple[ParsedRow, Agency]], list[RowError], int] | None = None
         try:
             for chunk in _chunks(rows, self.chunk):
                 ready, errors = await self._prepare(chunk)
-                if pending is not None:
-                    await pending
-                pending = asyncio.create_task(self._submit(ready, errors, len(chunk), progress))
-                await asyncio.sleep(0)  # it runs up to its COPY, which goes on in a thread
-            if pending is not None:
-                await pending
-                pending = None
+                prepared = listings.prepare_many([(a, p.listing) for p, a in ready])
+                if writing is not None and written is not None:
+                    self._report(*written, await writing, progress)
+                writing = asyncio.create_task(
+                    listings.write_many(prepared, concurrency=self.concurrency)
+                )
+                written = (ready, errors, len(chunk))
+                await asyncio.sleep(0)  # it starts its COPY, which goes on in a thread
+            if writing is not None and written is not None:
+                self._report(*written, await writing, progress)
+                writing = None
         finally:
-            if pending is not None:
-                pending.cancel()
+            if writing is not None:
+                writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await pending
+                    await writing
         return self.summary
 
     async def _agency(self, code: str) -> Agency | str:
@@ -150,17 +158,15 @@ class Importer:
                 ready.append((one, agency))
         return ready, errors
 
-    async def _submit(
+    def _report(
         self,
         ready: list[tuple[ParsedRow, Agency]],
         errors: list[RowError],
         size: int,
+        answers: list[Answer],
         progress: Callable[[int], None] | None,
     ) -> None:
-        """Register a chunk's rows (new decisions with one COPY; repeats answer one by one)."""
-        answers = await self.hub.listings.register_many(
-            [(a, p.listing) for p, a in ready], concurrency=self.concurrency
-        )
+        """Count a written chunk's answers and report its bad rows, in row order."""
         errors.extend(e for e in map(self._tally, ready, answers) if e is not None)
         errors.sort(key=lambda e: e.row)
         self.summary.rejected += len(errors)
@@ -171,9 +177,7 @@ class Importer:
         if progress:
             progress(size)
 
-    def _tally(
-        self, item: tuple[ParsedRow, Agency], answer: tuple[object, bool] | HubError
-    ) -> RowError | None:
+    def _tally(self, item: tuple[ParsedRow, Agency], answer: Answer) -> RowError | None:
         parsed = item[0]
         if isinstance(answer, HubError):
             subject = USCC if parsed.listing.subject.id.startswith("uscc:") else CNID

@@ -136,20 +136,41 @@ class CreditApplication(Application[UUID]):
         columns = "originator_id, originator_version, topic, state"
         try:
             with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-                curs.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
                 # Under the lock nobody else appends: every row after the head is one of ours.
-                curs.execute(f"SELECT coalesce(max(notification_id), 0) AS head FROM {table}")
+                curs.execute(
+                    f"LOCK TABLE {table} IN EXCLUSIVE MODE; "
+                    f"SELECT coalesce(max(notification_id), 0) AS head FROM {table}"
+                )
+                curs.nextset()
                 row = curs.fetchone()
-                before = row["head"] if row else 0
+                before = int(row["head"]) if row else 0
                 with curs.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
                     copy.write(payload)
+                # COPY numbers its rows in the order it reads them: the positions are one run,
+                # which the first and last ids confirm (else they are read back one by one).
+                curs.execute(
+                    f"WITH ours AS (SELECT notification_id AS n, originator_id AS id FROM {table} "
+                    f"WHERE notification_id > {before}) "
+                    "SELECT count(*) AS rows, min(n) AS first, max(n) AS last, "
+                    "(SELECT uuid_send(id) FROM ours ORDER BY n LIMIT 1) AS first_id, "
+                    "(SELECT uuid_send(id) FROM ours ORDER BY n DESC LIMIT 1) AS last_id "
+                    f"FROM ours; NOTIFY {EVENTS_TABLE}"
+                )
+                run = curs.fetchone()
+                if (
+                    run is not None
+                    and run["rows"] == len(events)
+                    and run["last"] - run["first"] + 1 == len(events)
+                    and bytes(run["first_id"]) == events[0][0]
+                    and bytes(run["last_id"]) == events[-1][0]
+                ):
+                    return list(range(run["first"], run["last"] + 1))
                 curs.execute(
                     f"SELECT uuid_send(originator_id) AS id, notification_id FROM {table} "
                     "WHERE notification_id > %s",
                     (before,),
                 )
                 positions = {bytes(r["id"]): r["notification_id"] for r in curs.fetchall()}
-                curs.execute(f"NOTIFY {EVENTS_TABLE}")
         except psycopg.errors.UniqueViolation as exc:
             raise IntegrityError(exc) from exc
         return [positions[originator] for originator, _ in events]

@@ -144,6 +144,18 @@ def parse_listing_id(value: str) -> UUID:
         raise InputError(f"{value!r} is not a listing id (a UUID)", field="listing_id") from None
 
 
+@dataclass
+class PreparedListings:
+    """Items checked and their events encoded, ready for `ListingService.write_many`."""
+
+    items: list[tuple[Agency, NewListing]]
+    now: datetime
+    answers: list[tuple[CommandResult, bool] | HubError | None]
+    fresh: dict[bytes, int]  # listing id: index of the item whose event is in `events`
+    events: list[tuple[bytes, bytes]]
+    notice: dict[int, datetime | None]  # notice days: the notice window's end
+
+
 class ListingService:
     def __init__(
         self,
@@ -299,7 +311,14 @@ class ListingService:
         decision already in the log, a repeat within the items, or a bulk write that meets a
         concurrent writer goes through `register` one by one, so the answers are exactly
         those of `POST /v1/listings` (`concurrency` of them in flight at once).
+
+        `prepare_many` and `write_many` are its two halves, for a caller that prepares the
+        next batch while one is written.
         """
+        return await self.write_many(self.prepare_many(items), concurrency=concurrency)
+
+    def prepare_many(self, items: list[tuple[Agency, NewListing]]) -> PreparedListings:
+        """The first half of `register_many`: check the items and encode their events."""
         now = self.clock.now()
         answers: list[tuple[CommandResult, bool] | HubError | None] = [None] * len(items)
         notice: dict[int, datetime | None] = {}
@@ -341,7 +360,15 @@ class ListingService:
             )
             fresh[listing_id] = i
             events.append((listing_id, encode(state)))
-        for (listing_id, _), position in await self._append_fresh(events):
+        return PreparedListings(items, now, answers, fresh, events, notice)
+
+    async def write_many(
+        self, prepared: PreparedListings, *, concurrency: int = 512
+    ) -> list[tuple[CommandResult, bool] | HubError]:
+        """The second half of `register_many`: append, then answer every item."""
+        items, now, answers = prepared.items, prepared.now, prepared.answers
+        fresh, notice = prepared.fresh, prepared.notice
+        for (listing_id, _), position in await self._append_fresh(prepared.events):
             i = fresh[listing_id]
             body = items[i][1]
             days = self.rules.notice_days if body.notice_days is None else body.notice_days
