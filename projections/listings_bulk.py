@@ -49,8 +49,9 @@ from projections.listings import (
 from projections.replay import build_indexes, fresh_table, log_pages, swap_in
 from schemas import events as ev
 
-MEMORY_ROWS = 400_000
-"""Rows kept in memory by default (about 300 MB); beyond them the oldest are written out."""
+MEMORY_ROWS = 200_000
+"""Rows a process keeps in memory by default (its peak is about 0.5 GB: rows of listings take
+about 1 kB each in Python, and up to half as many again wait for their COPY)."""
 PAGE_SIZE = 50_000
 _SPILL = 50_000
 _COLUMNS = ", ".join(COLUMNS)
@@ -78,14 +79,15 @@ def _timestamptz(value: datetime | tuple[int]) -> tuple[int]:
     """A timestamptz as asyncpg's tuple format: (microseconds since 2000-01-01 UTC,), the
     same value asyncpg's own encoder computes, at half its cost (it converts every value to
     UTC first). Values read back through this codec are such tuples already."""
-    if type(value) is tuple:
-        return value
-    assert isinstance(value, datetime)  # noqa: S101 - what asyncpg accepts too
-    if value.tzinfo is None:  # asyncpg reads naive values as local time; infinity as itself
+    try:
+        return ((value - _EPOCH) // _MICROSECOND,)  # type: ignore[operator]
+    except TypeError:  # a tuple, or a naive datetime: asyncpg reads those as local time
+        if type(value) is tuple:
+            return value
+        assert isinstance(value, datetime)  # noqa: S101 - what asyncpg accepts too
         if value in _INFINITY:
             return _INFINITY[value]
-        value = value.astimezone(UTC)
-    return ((value - _EPOCH) // _MICROSECOND,)
+        return ((value.astimezone(UTC) - _EPOCH) // _MICROSECOND,)
 
 
 @asynccontextmanager
@@ -109,7 +111,7 @@ class _Writer:
     def __init__(self, conn: Connection, table: str) -> None:
         self.conn = conn
         self.table = table
-        self.queue: asyncio.Queue[tuple[str, list[Any]] | None] = asyncio.Queue(maxsize=2)
+        self.queue: asyncio.Queue[tuple[str, list[Any]] | None] = asyncio.Queue(maxsize=1)
         self.task = asyncio.ensure_future(self._run())
         self.set_aside = 0
 
@@ -196,36 +198,34 @@ async def _fold_log(
 
 
 async def _fold_set_aside(conn: Connection, table: str, page_size: int) -> None:
-    """Phase 2: fold the events set aside into the rows they belong to, listing by listing."""
+    """Phase 2: fold the events set aside into the rows they belong to, listing by listing;
+    each row is replaced (found by its ctid: the table has no index yet). PostgreSQL cursors
+    are insensitive: the rows replaced do not come back through the open cursor."""
+    await conn.execute("SET LOCAL work_mem = '256MB'")  # group the events in memory
     await conn.execute(
-        f"DECLARE _listings_tail NO SCROLL CURSOR FOR SELECT {_COLUMNS}, g.positions, g.topics, "
-        "g.states FROM (SELECT e.originator_id AS id, "
+        f"DECLARE _listings_tail NO SCROLL CURSOR FOR SELECT l.ctid, {_COLUMNS}, g.positions, "
+        "g.topics, g.states FROM (SELECT e.originator_id AS id, "
         "array_agg(e.notification_id ORDER BY e.notification_id) AS positions, "
         "array_agg(e.topic ORDER BY e.notification_id) AS topics, "
         "array_agg(e.state ORDER BY e.notification_id) AS states "
         f"FROM _listings_set_aside a JOIN {EVENTS_TABLE} e ON e.notification_id = a.position "
         f"GROUP BY e.originator_id) g JOIN {table} l ON l.listing_id = g.id"
     )
-    await conn.execute(
-        f"CREATE TEMP TABLE _listings_patch (LIKE {table}) ON COMMIT DROP",
-    )
-    width = len(COLUMNS)
+    end = len(COLUMNS) + 1
     while records := await conn.fetch(f"FETCH {page_size} FROM _listings_tail"):
         patched = []
         for record in records:
-            row = list(record[:width])
-            for position, topic, state in zip(*record[width:], strict=True):
+            row = list(record[1:end])
+            for position, topic, state in zip(*record[end:], strict=True):
                 if topic in _REGISTRATIONS:
                     row = list(_new_row(row[0], position, _decode_registration(state)))
                 else:
                     _apply(row, position, ev.decode_payload(topic, state))
             patched.append(row)
-        await conn.copy_records_to_table("_listings_patch", records=patched, columns=COLUMNS)
+        stale = [record[0] for record in records]
+        await conn.execute(f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])", stale)
+        await conn.copy_records_to_table(table, records=patched, columns=COLUMNS)
     await conn.execute("CLOSE _listings_tail")
-    await conn.execute(
-        f"DELETE FROM {table} l USING _listings_patch p WHERE l.listing_id = p.listing_id"
-    )
-    await conn.execute(f"INSERT INTO {table} ({_COLUMNS}) SELECT {_COLUMNS} FROM _listings_patch")
 
 
 async def _load_partition(
