@@ -5,13 +5,13 @@ leaves and the nodes they complete, each node once (about one node hash per leaf
 the touched leaf blocks and new nodes in the caller's transaction: the tree commits or rolls
 back with the caller's own rows and position.
 
-A batch is cut into chunks of 2,048 leaves, pipelined so that PostgreSQL writes while this
-process hashes: a chunk's leaf hashes are hashed, its leaf blocks (the bulk of the rows) sent,
-and only then its nodes hashed (given an `executor`, in another process), to go with the next
-chunk's blocks. What is left when the last blocks are sent is the last chunk's node hashing
-and a small write of its nodes, so the commit follows the last hash closely.
+A batch is written in rounds of up to 16,384 leaves, so that PostgreSQL writes while this
+process hashes: a round's leaves are hashed, its leaf blocks (the bulk of the rows, packed into
+one bytea) sent, and only then its nodes hashed (given an `executor`, in another process), to
+go with the next round's blocks or, after the last round, in a small write of their own. A
+batch of a round or less is thus two statements besides the size check.
 
-Each append compares the stored tree size with its own (fetched while the first chunk's leaves
+Each append compares the stored tree size with its own (fetched while the first round's leaves
 are hashed, as leaf hashes do not depend on the position): after a rollback (or if another
 process appended) it reloads its state from the rows, so it never writes past a gap. Two
 concurrent writers cannot fork the tree either: a rewritten block must extend the stored one
@@ -130,7 +130,7 @@ class MerkleAppender:
             raise StoreError("append inside the transaction that records your position")
         if not items:
             return self.size
-        # The stored size is fetched while the first chunk is hashed: leaf hashes do not depend
+        # The stored size is fetched while the first round is hashed: leaf hashes do not depend
         # on where the leaves go.
         stored: asyncio.Future[int] | None = asyncio.ensure_future(self.store.tree_size(conn))
         await asyncio.sleep(0)  # send it

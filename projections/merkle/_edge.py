@@ -138,8 +138,10 @@ class Edge:
         """
         leaves = [*self.tail, *leaf_hashes]
         whole = len(leaves) // BLOCK_SIZE * BLOCK_SIZE
-        if roots is None:
-            completed = subtree_roots(leaves[:whole], BLOCK_LEVEL)
+        if roots is None:  # a few blocks at a time: the rows of hashes stay in the CPU caches
+            completed = []
+            for start in range(0, whole, PACK):
+                completed += subtree_roots(leaves[start : min(start + PACK, whole)], BLOCK_LEVEL)
         else:
             size = h.HASH_SIZE
             completed = [roots[i : i + size] for i in range(0, len(roots), size)]

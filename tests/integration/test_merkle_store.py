@@ -23,6 +23,7 @@ from projections.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from projections.merkle._appender import ROUND
 
 
 def entries(start: int, count: int, salt: bytes = b"") -> list[bytes]:
@@ -168,13 +169,29 @@ async def test_a_second_concurrent_writer_fails_instead_of_forking_the_tree(db, 
     assert await MerkleStore(db.schema).get_root(conn, 200) == expected
 
 
+async def test_a_batch_of_several_rounds_gives_the_rfc_tree(db, conn):
+    appender = await MerkleAppender.load(conn, db.schema)
+    data = entries(0, 100)
+    await append(conn, appender, data)
+    batch = entries(100, 2 * ROUND + 1000)  # three rounds, the first one not block-aligned
+    await append(conn, appender, batch)
+    data += batch
+    leaves = [leaf_hash(e) for e in data]
+    store = MerkleStore(db.schema)
+    assert appender.root() == root_from_leaves(leaves)
+    assert await store.get_root(conn, len(data)) == appender.root()
+    assert await store.leaf_hashes(conn, 0, len(data)) == leaves
+    for size in [ROUND, ROUND + 100, 2 * ROUND + 77]:
+        assert await store.get_root(conn, size) == root_from_leaves(leaves[:size])
+
+
 async def test_block_hashing_in_another_process_gives_the_same_tree(db, conn):
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
         appender = await MerkleAppender.load(conn, db.schema, executor=executor)
         data = entries(0, 100)
         await append(conn, appender, data)
-        for size in [5000, 1, 2047, 4096, 300]:  # across chunk and block boundaries
+        for size in [5000, 1, 2047, 4096, 300, ROUND + 5]:  # across round and block boundaries
             batch = entries(len(data), size)
             await append(conn, appender, batch)
             data += batch

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.merkle import leaf_hash, perfect_root, root_from_leaves
-from projections.merkle._edge import BLOCK_SIZE, Edge, block_roots, completed_blocks
+from projections.merkle._edge import BLOCK_SIZE, PACK, Edge, block_roots, completed_blocks, pack
 
 
 @settings(max_examples=40, deadline=None)
@@ -46,3 +46,12 @@ def test_completed_blocks_takes_the_tail_into_account():
     assert len(completed_blocks(tail, batch)) == 2 * BLOCK_SIZE * 32
     assert completed_blocks(tail, batch[:5]) == b""
     assert completed_blocks([], batch[:BLOCK_SIZE]) == b"".join(batch[:BLOCK_SIZE])
+
+
+def test_pack_concatenates_into_the_reused_buffer():
+    buffer = bytearray(b"x" * 32 * (PACK * 3))
+    tail = [leaf_hash(b"%d" % i) for i in range(7)]
+    leaves = [leaf_hash(b"%d" % i) for i in range(7, 2 * PACK + 9)]
+    assert pack([tail, leaves], buffer) == b"".join(tail + leaves)
+    assert pack([[], leaves[:3]], buffer) == b"".join(leaves[:3])  # shorter, same buffer
+    assert pack([[], []], buffer) == b""
