@@ -23,7 +23,7 @@ from hub.api.problems import EXCEPTION_HANDLERS
 from hub.api.routes import ROUTES
 from hub.api.strict import strict_body
 from hub.bootstrap import Hub, build_hub
-from hub.checks.fastpath import dispatch
+from hub.checks.fastpath import Dispatching
 from hub.clock import Clock
 from hub.logs import configure_logging
 from hub.metrics import REQUEST_SECONDS, REQUESTS
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         "hub": Provide(provide_hub, sync_to_thread=False),
         "agency": Provide(provide_agency),
     }
-    app = Litestar(
+    app = Dispatching(
         route_handlers=ROUTES,
         dependencies=dependencies,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -140,7 +140,5 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         debug=False,
     )
     # POST /v1/checks answered ahead of the framework, with observe's id, metrics and log line
-    app.asgi_handler = dispatch(
-        app.asgi_handler, request_id=next_request_id, metrics_for=_metrics_for
-    )
+    app.answer_checks(request_id=next_request_id, metrics_for=_metrics_for)
     return app

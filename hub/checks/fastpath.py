@@ -1,7 +1,8 @@
-"""The fast path of `POST /v1/checks` (and `/batch`): a raw ASGI dispatcher ahead of Litestar.
+"""The fast path of `POST /v1/checks` (and `/batch`): answered ahead of Litestar.
 
-`dispatch` wraps the application's ASGI handler and answers these two routes itself, without
-the framework's per-request machinery (exception middleware, router, the `observe`
+`Dispatching` is the application (`Litestar` with its ASGI entry point, `__call__`, ahead of
+the framework) and answers these two routes itself, without the framework's per-request
+machinery (exception middleware, router, the `observe`
 middleware's wrappers, request object, dependency injection, signature model, response
 object): read the body, decode it strictly into the same `CheckRequest` as the documented
 handler (`hub.checks.api.post_check`; unknown fields forbidden, as `hub.api.strict` does),
@@ -26,10 +27,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import structlog
+from litestar import Litestar
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.types import (
@@ -37,6 +39,10 @@ from litestar.types import (
     HTTPRequestEvent,
     HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
+    HTTPScope,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
     Receive,
     ReceiveMessage,
     Scope,
@@ -76,12 +82,9 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-async def _take_body(receive: Receive) -> tuple[bytes, bool]:
-    """(the body, True) or, past `MAX_BODY` or on a disconnect, (what was read, False)."""
-    message = await receive()  # the usual case: the whole body in one message
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body = message.get("body", b"")
-        return body, len(body) <= MAX_BODY
+async def _rest_of_body(message: ReceiveMessage, receive: Receive) -> tuple[bytes, bool]:
+    """From the first `message` on: (the body, True) or, past `MAX_BODY` or on a disconnect,
+    (what was read, False)."""
     chunks = []
     size = 0
     while message["type"] == "http.request":
@@ -180,54 +183,6 @@ _ROUTES: dict[str, tuple[msgspec.json.Decoder[Any], str]] = {
 }
 
 
-async def _respond(
-    scope: Scope,
-    send: Send,
-    payload: bytes,
-    *,
-    code: str | None,
-    started: float,
-    request_id: Callable[[], str],
-    metrics_for: Callable[[str, str, int], tuple[Any, Any]],
-) -> None:
-    """Send a 200 JSON answer as `observe` sends every answer: with the request id, counted,
-    timed and logged."""
-    ident = request_id()
-    logged = log.is_enabled_for(logging.INFO)
-    if logged:  # bound as `observe` binds them; nothing else logs on this path
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=ident, agency=code)
-    status = 500
-    try:
-        start: HTTPResponseStartEvent = {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                _JSON,
-                (b"content-length", str(len(payload)).encode()),
-                (b"x-request-id", ident.encode()),
-            ],
-        }
-        status = 200
-        await send(start)
-        end: HTTPResponseBodyEvent = {
-            "type": "http.response.body",
-            "body": payload,
-            "more_body": False,
-        }
-        await send(end)
-    finally:
-        elapsed = time.perf_counter() - started
-        path = scope["path"]
-        counter, latency = metrics_for("POST", path, status)
-        counter.inc()
-        latency.observe(elapsed)
-        if logged:
-            log.info(
-                "request", method="POST", path=path, status=status, ms=round(elapsed * 1000, 2)
-            )
-
-
 def _tallied(
     metrics_for: Callable[[str, str, int], tuple[Any, Any]],
 ) -> Callable[[str, str, int], tuple[Tally, Timings]]:
@@ -245,67 +200,139 @@ def _tallied(
     return tallies
 
 
-def dispatch(
-    app: ASGIApp,
-    *,
-    request_id: Callable[[], str],
-    metrics_for: Callable[[str, str, int], tuple[Any, Any]],
-) -> ASGIApp:
-    """The ASGI handler `app` with `POST /v1/checks` and `/batch` answered ahead of it.
+class Dispatching(Litestar):
+    """The Litestar application, with `POST /v1/checks` and `/batch` answered ahead of it.
 
-    `request_id` and `metrics_for` are `observe`'s own, so the id, the metrics (by route and
-    status) and the access log line are those of every other request; the metric children
-    are fed through `hub.metrics.Tally` and `Timings` (plain numbers, added before a scrape)."""
-    tallies = _tallied(metrics_for)
+    `Litestar.__call__` is the ASGI entry point that uvicorn calls, so the two routes are
+    answered right there: one coroutine frame between the server and the usage log's commit,
+    nothing of the framework per request. `answer_checks` switches it on with `observe`'s
+    `request_id` and `metrics_for`, so the id, the metrics (by route and status) and the
+    access log line are those of every other request; the metric children are fed through
+    `hub.metrics.Tally` and `Timings` (plain numbers, added before a scrape). Everything
+    else, and every error, is `Litestar.__call__`'s.
+    """
 
-    async def dispatcher(scope: Scope, receive: Receive, send: Send) -> None:
+    _request_id: Callable[[], str]
+    _tallies: Callable[[str, str, int], tuple[Tally, Timings]] | None = None
+    _logger: Any = None
+
+    def answer_checks(
+        self,
+        *,
+        request_id: Callable[[], str],
+        metrics_for: Callable[[str, str, int], tuple[Any, Any]],
+    ) -> None:
+        self._request_id = request_id
+        self._tallies = _tallied(metrics_for)
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        http = cast("HTTPScope", scope)  # unless the type says otherwise, just below
         if (
-            scope["type"] != ScopeType.HTTP
-            or scope["method"] != "POST"
-            or (route := _ROUTES.get(scope["path"])) is None
-            or scope["query_string"]
+            http["type"] != ScopeType.HTTP
+            or http["method"] != "POST"
+            or (route := _ROUTES.get(http["path"])) is None
+            or http["query_string"]
             or not ENABLED
+            or self._tallies is None
+            or self.before_send
         ):
-            await app(scope, receive, send)
+            await Litestar.__call__(self, scope, receive, send)
             return
+        http_receive: Receive = receive  # type: ignore[assignment]
         started = time.perf_counter()
-        body, whole = await _take_body(receive)
-        if not whole:
-            await app(scope, _replay(body, receive, more=True), send)
-            return
+        message = await http_receive()  # the usual case: the whole body in one message
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body = message.get("body", b"")
+            whole = len(body) <= MAX_BODY
+        else:
+            body, whole = await _rest_of_body(message, http_receive)
         decoder, method = route
-        request = None
-        if b"\\u0000" not in body:  # the normal route refuses NUL with the field named
-            try:
-                request = decoder.decode(body)
-            except msgspec.DecodeError:
-                request = None
+        request = _decoded(decoder, body) if whole else None
         if request is None:  # the framework explains what is wrong
-            await app(scope, _replay(body, receive), send)
+            await Litestar.__call__(self, scope, _replay(body, http_receive, more=not whole), send)
             return
-        hub: Any = scope["litestar_app"].state.hub
+        hub: Any = self.state.hub
         checks = hub.checks
         if checks is None:
-            await app(scope, _replay(body, receive), send)
+            await Litestar.__call__(self, scope, _replay(body, http_receive), send)
             return
         code: str | None = None
         try:
-            agency = await hub.agencies.authenticate(_authorization(scope))
+            agency = await hub.agencies.authenticate(_authorization(http))
             code = agency.code
             require_scope(agency, "check")
-            answer = await getattr(checks, method)(agency, request)
+            if method == "check" and request.min_position is None:
+                answer, committed = checks.enter(agency, request)
+                payload = _encoder.encode(answer)
+                await committed  # answered only once its record is on disk
+                checks.answered(answer.decision, started)
+            else:
+                payload = _encoder.encode(await getattr(checks, method)(agency, request))
         except Exception as exc:  # answered by the app's exception handler, via the route
-            scope[_ERROR] = (exc, code)  # type: ignore[literal-required]
-            await app(scope, _replay(body, receive), send)
+            http[_ERROR] = (exc, code)  # type: ignore[literal-required]
+            await Litestar.__call__(self, scope, _replay(body, http_receive), send)
             return
-        await _respond(
-            scope,
-            send,
-            _encoder.encode(answer),
-            code=code,
-            started=started,
-            request_id=request_id,
-            metrics_for=tallies,
-        )
+        # sent as `observe` sends every answer: with the request id, counted, timed and logged
+        ident = self._request_id()
+        logged = self._bind(ident, code)
+        status = 500
+        http_send: Send = send  # type: ignore[assignment]
+        try:
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    _JSON,
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"x-request-id", ident.encode()),
+                ],
+            }
+            status = 200
+            await http_send(start)
+            end: HTTPResponseBodyEvent = {
+                "type": "http.response.body",
+                "body": payload,
+                "more_body": False,
+            }
+            await http_send(end)
+        finally:
+            self._observe(http["path"], status, started, logged)
 
-    return dispatcher
+    def _bind(self, ident: str, code: str | None) -> bool:
+        """Whether the access line is logged; if so, its context bound as `observe` binds it
+        (nothing else logs on this path)."""
+        logger = self._logger
+        if logger is None:  # what the module's lazy proxy resolves to on its first use
+            logger = self._logger = log.bind()
+        if not logger.is_enabled_for(logging.INFO):
+            return False
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=ident, agency=code)
+        return True
+
+    def _observe(self, path: str, status: int, started: float, logged: bool) -> None:
+        """`observe`'s metrics and access line of an answer."""
+        elapsed = time.perf_counter() - started
+        counter, latency = self._tallies("POST", path, status)  # type: ignore[misc]
+        counter.inc()
+        latency.observe(elapsed)
+        if logged:
+            self._logger.info(
+                "request", method="POST", path=path, status=status, ms=round(elapsed * 1000, 2)
+            )
+
+
+def _decoded(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """The request in `body`, or None when it does not decode or holds NUL (the normal route
+    refuses NUL with the field named)."""
+    if b"\\u0000" in body:
+        return None
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError:
+        return None

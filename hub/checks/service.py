@@ -157,13 +157,39 @@ class CheckService:
         category = self.matters.require(request.matter)
         if request.min_position is not None:
             await self._reach(request.min_position)
+        answer, committed = self._decide(agency, request, subject, category)
+        await committed
+        self.answered(answer.decision, started)
+        return answer
+
+    def enter(
+        self, agency: Agency, request: CheckRequest
+    ) -> tuple[CheckAnswer, asyncio.Future[None]]:
+        """`check` without its waits, for a request without `min_position` (the HTTP fast
+        path): the answer and the future of its record's commit. The answer may be given only
+        once the future is done (it raises what `check` would); then call `answered`."""
+        if request.min_position is not None:
+            raise ValueError("a check with min_position waits: use check()")
+        subject = canonical_subject(request.subject_id)
+        category = self.matters.require(request.matter)
+        return self._decide(agency, request, subject, category)
+
+    @staticmethod
+    def answered(decision: str, started: float) -> None:
+        """Count a committed check's decision and time it from `started` (perf_counter)."""
+        _DECIDED[decision].inc()
+        _SINGLE_SECONDS.observe(time.perf_counter() - started)
+
+    def _decide(
+        self, agency: Agency, request: CheckRequest, subject: str, category: str
+    ) -> tuple[CheckAnswer, asyncio.Future[None]]:
+        """Decide now, and put the record in the usage log's open group."""
         now = self.clock.now()
         decision, hits = self.decider.decide(
             self.index.get(subject_key(subject)), request.matter, category, int(now.timestamp())
         )
         follower = self.follower
         position, version = follower.position, follower.catalogue.version
-        tree_size = follower.tree_size
         code = agency.code
         counts: list[tuple[tuple[str, str], int]] = [
             (("checks.by_agency", code), 1),
@@ -178,18 +204,16 @@ class CheckService:
             (code, now, position, version, subject, request.matter, request.purpose, decision, hits)
         )
         check_id, committed = self.usage.add(record, counts)
-        await committed
-        _DECIDED[decision].inc()
-        _SINGLE_SECONDS.observe(time.perf_counter() - started)
-        return CheckAnswer(
+        answer = CheckAnswer(
             check_id=check_id,
             decision=decision,  # type: ignore[arg-type]
             hits=hits,
             position=position,
             catalogue_version=version,
-            tree_size=tree_size,
+            tree_size=follower.tree_size,
             checked_at=now,
         )
+        return answer, committed
 
     async def batch(self, agency: Agency, request: BatchRequest) -> BatchAnswer:
         started = time.perf_counter()
