@@ -300,6 +300,7 @@ def _either(names: dict[str, str]) -> dict[str, str]:
     return {**names, **{code: code for code in names.values()}}
 
 
+_strip: Final = str.strip
 _LIST_CODES: Final = _either(LISTS)
 _SEVERITY_CODES: Final = {**_either(SEVERITIES), "": None}
 _INTENT_CODES: Final = {**_either(INTENTS), "": None}
@@ -352,13 +353,16 @@ def _slow(number: int, values: Sequence[object]) -> ParsedRow | list[RowError]:
 
 
 def _quick(
-    values: Sequence[object], starts: dict[str, datetime], ends: dict[str, datetime]
-) -> tuple[Any, ...] | None:
+    values: Sequence[Any], starts: dict[str, datetime], ends: dict[str, datetime]
+) -> tuple[tuple[Any, ...], str | None] | None:
     """The fields of `_Checked` and the authority, or None to leave the row to `parse_row`."""
     try:
-        cells: list[str] = [v.strip() if v is not None else "" for v in values]  # type: ignore[attr-defined]
-        name, uscc, _, lst, authority, basis, decision, facts, domain = cells[:9]
-        severity, intent, region, start, until = cells[9:]
+        try:
+            cells: list[str] = [*map(_strip, values)]
+        except TypeError:  # a column the file lacks
+            cells = [v.strip() if v is not None else "" for v in values]
+        (name, uscc, _, lst, authority, basis, decision, facts, domain, severity, intent, region,
+         start, until) = cells  # fmt: skip
         if not (name and lst and basis and decision and facts and domain and region and start):
             return None  # a value is missing: parse_row says which
         if not (uscc and is_canonical_uscc(uscc)):
@@ -367,19 +371,20 @@ def _quick(
         through = None
         if until:
             through = ends.get(until) or ends.setdefault(until, _to_instant(until, end=True))
-        return (
+        fields = (
             "uscc:" + uscc, name, _LIST_CODES[lst], DOMAINS.get(domain, domain), decision, basis,
             facts, region, since, through, _SEVERITY_CODES[severity], _INTENT_CODES[intent],
-            authority or None,
         )  # fmt: skip
     except (LookupError, ValueError, AttributeError):  # not text, not a name, not a date
         return None
+    return fields, authority or None
 
 
 def parse_records(records: Sequence[Record]) -> list[ParsedRow | list[RowError]]:
     """`parse_row` for each record, in order, in much less time for plain text rows."""
     results: list[ParsedRow | list[RowError] | None] = [None] * len(records)
-    quick: list[tuple[Any, ...]] = []
+    fields: list[tuple[Any, ...]] = []
+    authorities: list[str | None] = []
     where: list[int] = []
     starts: dict[str, datetime] = {}
     ends: dict[str, datetime] = {}
@@ -388,19 +393,19 @@ def parse_records(records: Sequence[Record]) -> list[ParsedRow | list[RowError]]
         if row is None:
             results[index] = _slow(number, values)
         else:
-            quick.append(row)
+            fields.append(row[0])
+            authorities.append(row[1])
             where.append(index)
-    fields = [row[:-1] for row in quick]
     try:
         checked: list[Any] = msgspec.convert(fields, _CHECKED_LIST)
     except msgspec.ValidationError:  # some row breaks a constraint: parse_row says how
         checked = [_checked_or_none(row) for row in fields]
-    for index, row, one in zip(where, quick, checked, strict=True):
+    for index, authority, one in zip(where, authorities, checked, strict=True):
         number, values = records[index]
         if one is None:
             results[index] = _slow(number, values)
         else:
-            results[index] = ParsedRow(number, row[-1], _as_listing(one))
+            results[index] = ParsedRow(number, authority, _as_listing(one))
     return results  # type: ignore[return-value]  # every index is set
 
 

@@ -82,13 +82,16 @@ def _records(lines: Iterator[Sequence[Any]], *, text: bool) -> Iterator[tuple[in
     width = len(header)
     where = {h: i for i, h in enumerate(header) if h in HEADERS}  # the last of a repeated one
     pick = itemgetter(*(where.get(h, width) for h in HEADERS))  # `width`: the None appended
+    as_is = header == list(HEADERS)  # the template itself: the cells are the record
     for number, cells in enumerate(lines, start=2):
         if text:
             if not "".join(cells).strip():
                 continue
         elif not any(c is not None and str(c).strip() for c in cells):
             continue
-        if len(cells) == width and isinstance(cells, list):
+        if as_is and len(cells) == width:
+            yield number, cells
+        elif len(cells) == width and isinstance(cells, list):
             cells.append(None)
             yield number, pick(cells)
         else:

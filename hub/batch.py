@@ -191,12 +191,15 @@ class Importer:
 
 
 def _chunks(rows: Iterable[Row | Record], size: int) -> Iterator[list[Row | Record]]:
+    """Chunks of `size` rows; the first ones smaller, so that writing starts sooner."""
     batch: list[Row | Record] = []
+    limit = min(size, 500)
     for row in rows:
         batch.append(row)
-        if len(batch) >= size:
+        if len(batch) >= limit:
             yield batch
             batch = []
+            limit = min(size, limit * 2)
     if batch:
         yield batch
 

@@ -151,7 +151,7 @@ class PreparedListings:
     items: list[tuple[Agency, NewListing]]
     now: datetime
     answers: list[tuple[CommandResult, bool] | HubError | None]
-    fresh: dict[bytes, int]  # listing id: index of the item whose event is in `events`
+    fresh: dict[bytes, tuple[int, int]]  # listing id: (index of its item, notice days)
     events: list[tuple[bytes, bytes]]
     notice: dict[int, datetime | None]  # notice days: the notice window's end
 
@@ -322,7 +322,7 @@ class ListingService:
         now = self.clock.now()
         answers: list[tuple[CommandResult, bool] | HubError | None] = [None] * len(items)
         notice: dict[int, datetime | None] = {}
-        fresh: dict[bytes, int] = {}
+        fresh: dict[bytes, tuple[int, int]] = {}
         events: list[tuple[bytes, bytes]] = []
         encode = _state_encoder.encode
         checked: dict[tuple[object, ...], str | HubError] = {}
@@ -358,7 +358,7 @@ class ListingService:
                 notice[days],
                 hashlib.sha256(_canonical_json(body)).hexdigest(),
             )
-            fresh[listing_id] = i
+            fresh[listing_id] = (i, days)
             events.append((listing_id, encode(state)))
         return PreparedListings(items, now, answers, fresh, events, notice)
 
@@ -368,13 +368,13 @@ class ListingService:
         """The second half of `register_many`: append, then answer every item."""
         items, now, answers = prepared.items, prepared.now, prepared.answers
         fresh, notice = prepared.fresh, prepared.notice
+        status: dict[int, Any] = {  # a new listing's status (`status_at`): by notice days
+            days: "noticed" if until is not None and until > now else "effective"
+            for days, until in notice.items()
+        }
         for (listing_id, _), position in await self._append_fresh(prepared.events):
-            i = fresh[listing_id]
-            body = items[i][1]
-            days = self.rules.notice_days if body.notice_days is None else body.notice_days
-            until = notice[days]
-            status: Any = "noticed" if until is not None and until > now else "effective"
-            answers[i] = (CommandResult(_uuid_text(listing_id), status, position), True)
+            i, days = fresh[listing_id]
+            answers[i] = (CommandResult(_uuid_text(listing_id), status[days], position), True)
         await self._answer_existing(items, answers, now)
         rest = [i for i, answer in enumerate(answers) if answer is None]
         slots = asyncio.Semaphore(concurrency)
