@@ -25,17 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import multiprocessing
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from multiprocessing.connection import Connection as Connection_
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from projections._runner import EVENTS_TABLE, Connection
 from projections.listings import (
@@ -265,7 +265,7 @@ async def _load_partition(
 
 
 class _Job(NamedTuple):
-    """What a worker process needs to load its partition (pickled to it)."""
+    """What a worker process needs to load its partition (sent to it as JSON on stdin)."""
 
     dsn: str
     search_path: str
@@ -281,58 +281,63 @@ async def _partition_main(job: _Job) -> int:
     reader = await asyncpg.connect(job.dsn, server_settings=settings)
     conn = await asyncpg.connect(job.dsn, server_settings=settings)
     try:
-        return await _load_partition(
-            reader,
-            conn,
-            job.table,
-            job.upto,
-            partition=job.partition,
-            memory_rows=job.memory_rows,
-            page_size=job.page_size,
-        )
+        with _no_gc():
+            return await _load_partition(
+                reader,
+                conn,
+                job.table,
+                job.upto,
+                partition=job.partition,
+                memory_rows=job.memory_rows,
+                page_size=job.page_size,
+            )
     finally:
         await reader.close()
         await conn.close()
 
 
-def _partition_process(sender: Connection_, job: _Job) -> None:
-    """The body of a worker process: load one partition, send the count or the error."""
-    gc.disable()
-    try:
-        sender.send(("ok", asyncio.run(_partition_main(job))))
-    except BaseException as exc:  # reported to the parent, which raises it
-        sender.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        sender.close()
+class _Outcome(msgspec.Struct):
+    read: int = 0
+    error: str | None = None
 
 
 class _Worker:
-    """A process loading one partition (spawned: a fresh interpreter, no inherited state)."""
+    """A process loading one partition: `python -m projections.listings_bulk`, a fresh
+    interpreter that imports only this module (not the caller's main module, as `spawn`
+    would), reading its job on stdin and writing its outcome on stdout."""
 
-    def __init__(self, job: _Job) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.receiver, sender = context.Pipe(duplex=False)
-        self.process = context.Process(target=_partition_process, args=(sender, job))
-        self.process.start()
-        sender.close()
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
 
-    def _result(self) -> int:
-        try:
-            outcome, value = self.receiver.recv()
-        except EOFError:
-            outcome, value = "error", f"worker exited with code {self.process.exitcode}"
-        self.process.join()
-        if outcome != "ok":
-            raise RebuildError(f"listings partition: {value}")
-        return int(value)
+    @classmethod
+    async def start(cls, job: _Job) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            __spec__.name if __spec__ else "projections.listings_bulk",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdin is not None  # noqa: S101 - asked for above
+        process.stdin.write(msgspec.json.encode(job))
+        await process.stdin.drain()
+        process.stdin.close()
+        return cls(process)
 
     async def result(self) -> int:
-        return await asyncio.to_thread(self._result)
+        out, _ = await self.process.communicate()
+        try:
+            outcome = msgspec.json.decode(out, type=_Outcome)
+        except msgspec.DecodeError:
+            outcome = _Outcome(error=f"worker exited with code {self.process.returncode}")
+        if outcome.error is not None or self.process.returncode != 0:
+            raise RebuildError(f"listings partition: {outcome.error}")
+        return outcome.read
 
-    def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.terminate()
-        self.process.join()
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
 
 
 class RebuildError(RuntimeError):
@@ -371,11 +376,9 @@ async def rebuild_listings(
         search_path = await conn.fetchval("SELECT current_setting('search_path')")
     others: list[_Worker] = []
     try:
-        others.extend(
-            _Worker(_Job(dsn, search_path, table, upto, (k, workers), memory_rows, page_size))
-            for k in range(1, workers)
-            if dsn is not None
-        )
+        for k in range(1, workers if dsn is not None else 1):
+            job = _Job(dsn or "", search_path, table, upto, (k, workers), memory_rows, page_size)
+            others.append(await _Worker.start(job))
         async with pool.acquire() as reader, pool.acquire() as conn:
             with _no_gc():
                 read = await _load_partition(
@@ -400,8 +403,22 @@ async def rebuild_listings(
             )
     except BaseException:
         for worker in others:
-            worker.stop()
+            await worker.stop()
         async with pool.acquire() as conn:
             await conn.execute(f"DROP TABLE IF EXISTS {table}")
         raise
     return read
+
+
+def _worker_main() -> None:
+    """The body of a worker process (see `_Worker`)."""
+    job = msgspec.json.decode(sys.stdin.buffer.read(), type=_Job)
+    try:
+        outcome = _Outcome(read=asyncio.run(_partition_main(job)))
+    except Exception as exc:
+        outcome = _Outcome(error=f"{type(exc).__name__}: {exc}")
+    sys.stdout.buffer.write(msgspec.json.encode(outcome))
+
+
+if __name__ == "__main__":
+    _worker_main()
