@@ -326,8 +326,8 @@ class _Worker:
 
     async def result(self) -> int:
         out, _ = await self.process.communicate()
-        try:
-            outcome = msgspec.json.decode(out, type=_Outcome)
+        try:  # the last line: anything the worker logged to stdout comes before it
+            outcome = msgspec.json.decode(out.rstrip().rpartition(b"\n")[2], type=_Outcome)
         except msgspec.DecodeError:
             outcome = _Outcome(error=f"worker exited with code {self.process.returncode}")
         if outcome.error is not None or self.process.returncode != 0:
@@ -417,7 +417,8 @@ def _worker_main() -> None:
         outcome = _Outcome(read=asyncio.run(_partition_main(job)))
     except Exception as exc:
         outcome = _Outcome(error=f"{type(exc).__name__}: {exc}")
-    sys.stdout.buffer.write(msgspec.json.encode(outcome))
+    sys.stdout.flush()
+    sys.stdout.buffer.write(b"\n" + msgspec.json.encode(outcome) + b"\n")
 
 
 if __name__ == "__main__":
