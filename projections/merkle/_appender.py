@@ -142,7 +142,7 @@ class MerkleAppender:
             position = 0
             while position < len(items):
                 # Rounds end on block boundaries, so a block is written once per round.
-                end = min(len(items), position + ROUND - (edge.size + position) % ROUND)
+                end = min(len(items), position + ROUND - edge.size % ROUND)
                 leaves = items[position:end] if hashed else h.leaf_hashes(items[position:end])
                 if stored is not None:
                     edge = await self._check_size(conn, await stored)
