@@ -23,13 +23,9 @@ made the way a bulk load is cheap:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from itertools import islice
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -37,6 +33,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from projections._bulk import CopyWriter, fast_timestamps, no_gc
 from projections._runner import EVENTS_TABLE, Connection
 from projections.listings import (
     _LISTING_TOPICS,
@@ -55,95 +52,6 @@ about 1 kB each in Python, and up to half as many again wait for their COPY)."""
 PAGE_SIZE = 50_000
 _SPILL = 50_000
 _COLUMNS = ", ".join(COLUMNS)
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """The rebuild allocates rows by the hundred thousand and no cycles: the cyclic garbage
-    collector would rescan the growing state over and over."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_INFINITY = {datetime.max: (2**63 - 1,), datetime.min: (-(2**63),)}  # noqa: DTZ901 - naive, as asyncpg
-
-
-def _timestamptz(value: datetime | tuple[int]) -> tuple[int]:
-    """A timestamptz as asyncpg's tuple format: (microseconds since 2000-01-01 UTC,), the
-    same value asyncpg's own encoder computes, at half its cost (it converts every value to
-    UTC first). Values read back through this codec are such tuples already."""
-    try:
-        return ((value - _EPOCH) // _MICROSECOND,)  # type: ignore[operator]
-    except TypeError:  # a tuple, or a naive datetime: asyncpg reads those as local time
-        if type(value) is tuple:
-            return value
-        assert isinstance(value, datetime)  # noqa: S101 - what asyncpg accepts too
-        if value in _INFINITY:
-            return _INFINITY[value]
-        return ((value.astimezone(UTC) - _EPOCH) // _MICROSECOND,)
-
-
-@asynccontextmanager
-async def _fast_timestamps(conn: Connection) -> AsyncIterator[None]:
-    await conn.set_type_codec(
-        "timestamptz",
-        schema="pg_catalog",
-        encoder=_timestamptz,
-        decoder=tuple,
-        format="tuple",
-    )
-    try:
-        yield
-    finally:
-        await conn.reset_type_codec("timestamptz", schema="pg_catalog")
-
-
-class _Writer:
-    """COPYs into the rebuild transaction's connection, one at a time, behind the fold."""
-
-    def __init__(self, conn: Connection, table: str) -> None:
-        self.conn = conn
-        self.table = table
-        self.queue: asyncio.Queue[tuple[str, list[Any]] | None] = asyncio.Queue(maxsize=1)
-        self.task = asyncio.ensure_future(self._run())
-        self.set_aside = 0
-
-    async def _run(self) -> None:
-        while (job := await self.queue.get()) is not None:
-            kind, records = job
-            if kind == "rows":
-                await self.conn.copy_records_to_table(self.table, records=records, columns=COLUMNS)
-            else:
-                await self.conn.copy_records_to_table("_listings_set_aside", records=records)
-
-    async def put(self, kind: str, records: list[Any]) -> None:
-        """Queue a COPY; waits while two are queued; raises the error of a failed one."""
-        await self._put((kind, records))
-
-    async def _put(self, job: tuple[str, list[Any]] | None) -> None:
-        put = asyncio.ensure_future(self.queue.put(job))
-        await asyncio.wait([put, self.task], return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-        if self.task.done():
-            await self.task  # raises its error; it ends only after `close`
-
-    async def close(self) -> None:
-        """Wait for the queued COPYs."""
-        await self._put(None)
-        await self.task
-
-    async def abandon(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
 
 
 def _fold_page(page: list[asyncpg.Record], rows: dict[UUID, Any], aside: list[tuple[int]]) -> None:
@@ -165,36 +73,38 @@ def _fold_page(page: list[asyncpg.Record], rows: dict[UUID, Any], aside: list[tu
 
 async def _fold_log(
     reader: Connection,
-    writer: _Writer,
+    writer: CopyWriter,
+    table: str,
     upto: int,
     *,
     partition: tuple[int, int],
     memory_rows: int,
     page_size: int,
     progress: Callable[[int], None] | None,
-) -> int:
-    """Phase 1: fold the log up to `upto` into `writer`'s table; returns the events read."""
+) -> tuple[int, int]:
+    """Phase 1: fold the log up to `upto` into `table` through `writer`; returns the events
+    read and the events set aside."""
     rows: dict[UUID, Any] = {}
     aside: list[tuple[int]] = []
-    read = 0
+    read = set_aside = 0
     async for page in log_pages(reader, upto, list(_LISTING_TOPICS), page_size, partition):
         _fold_page(page, rows, aside)
         read += len(page)
         if len(rows) > memory_rows:
             oldest = list(islice(rows, len(rows) - memory_rows // 2))
-            await writer.put("rows", [rows.pop(key) for key in oldest])
+            await writer.put(table, [rows.pop(key) for key in oldest], COLUMNS)
         if len(aside) >= _SPILL:
-            writer.set_aside += len(aside)
-            await writer.put("aside", aside)
+            set_aside += len(aside)
+            await writer.put("_listings_set_aside", aside, None)
             aside = []
         if progress is not None:
             progress(page[-1][0])
     if rows:
-        await writer.put("rows", list(rows.values()))
+        await writer.put(table, list(rows.values()), COLUMNS)
     if aside:
-        writer.set_aside += len(aside)
-        await writer.put("aside", aside)
-    return read
+        set_aside += len(aside)
+        await writer.put("_listings_set_aside", aside, None)
+    return read, set_aside
 
 
 async def _fold_set_aside(conn: Connection, table: str, page_size: int) -> None:
@@ -240,15 +150,16 @@ async def _load_partition(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Phases 1 and 2 for the listings of one partition, in one transaction on `conn`."""
-    async with _fast_timestamps(conn), conn.transaction():
+    async with fast_timestamps(conn), conn.transaction():
         await conn.execute(
             "CREATE TEMP TABLE _listings_set_aside (position bigint NOT NULL) ON COMMIT DROP"
         )
-        writer = _Writer(conn, table)
+        writer = CopyWriter(conn)
         try:
-            read = await _fold_log(
+            read, set_aside = await _fold_log(
                 reader,
                 writer,
+                table,
                 upto,
                 partition=partition,
                 memory_rows=max(memory_rows, 2),
@@ -259,7 +170,7 @@ async def _load_partition(
         except BaseException:
             await writer.abandon()
             raise
-        if writer.set_aside:
+        if set_aside:
             await _fold_set_aside(conn, table, page_size)
     return read
 
@@ -281,7 +192,7 @@ async def _partition_main(job: _Job) -> int:
     reader = await asyncpg.connect(job.dsn, server_settings=settings)
     conn = await asyncpg.connect(job.dsn, server_settings=settings)
     try:
-        with _no_gc():
+        with no_gc():
             return await _load_partition(
                 reader,
                 conn,
@@ -380,7 +291,7 @@ async def rebuild_listings(
             job = _Job(dsn or "", search_path, table, upto, (k, workers), memory_rows, page_size)
             others.append(await _Worker.start(job))
         async with pool.acquire() as reader, pool.acquire() as conn:
-            with _no_gc():
+            with no_gc():
                 read = await _load_partition(
                     reader,
                     conn,
