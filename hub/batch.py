@@ -139,9 +139,7 @@ class Importer:
         parsed: list[ParsedRow | list[RowError]] = []
         for start in range(0, len(records), _SLICE):
             parsed += parse_records(records[start : start + _SLICE])
-            # Not a wait: a zero sleep releases the GIL, so that the thread writing the previous
-            # chunk takes it now rather than after the 5 ms switch interval, each time it needs it.
-            time.sleep(0)  # noqa: ASYNC251
+            _pause()
         for code in {p.authority or self.authority for p in parsed if isinstance(p, ParsedRow)}:
             if code is not None:
                 await self._agency(code)
@@ -190,12 +188,21 @@ class Importer:
         return None
 
 
+def _pause() -> None:
+    """Not a wait: a zero sleep releases the GIL, so that the thread writing the previous chunk
+    takes it now rather than after the 5 ms switch interval, each time it needs it. Called
+    every few hundred rows of the CPU work done meanwhile."""
+    time.sleep(0)
+
+
 def _chunks(rows: Iterable[Row | Record], size: int) -> Iterator[list[Row | Record]]:
     """Chunks of `size` rows; the first ones smaller, so that writing starts sooner."""
     batch: list[Row | Record] = []
     limit = min(size, 500)
     for row in rows:
         batch.append(row)
+        if not len(batch) & 511:
+            _pause()
         if len(batch) >= limit:
             yield batch
             batch = []
