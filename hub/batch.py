@@ -1,12 +1,13 @@
 """Batch docking: import listings from template rows through the listing service, and read
 the listings in force back out for export.
 
-Import sends every row through `ListingService.register`, the same rules as `POST
-/v1/listings`, on behalf of the row's 认定部门 (a registered agency with the `publish` scope).
-Rows go in chunks with a few hundred in flight, so that the group committer saves many per
-transaction; decisions already in the log are submitted after the new ones of their chunk, so
-that a repeat never makes the committer retry a whole group one by one. A bad row is reported
-(row, column, reason) and the others go in; importing the same file again changes nothing.
+Import checks every row by the same rules as `POST /v1/listings` (`parse_records`, then
+`ListingService.prepare_many`, which applies `_check_new`), on behalf of the row's 认定部门 (a
+registered agency with the `publish` scope), and records the same events. Rows go in chunks
+of 4,000: each chunk's new decisions are appended with one COPY (`write_many`) while the next
+chunk is read, parsed and prepared; decisions already in the log answer unchanged or
+conflict from one bulk read. A bad row is reported (row, column, reason) and the others go
+in; importing the same file again changes nothing.
 
 Export reads the ids of the listings in force from the `listings` read model (a server-side
 cursor, in log order) and their current terms from their events, a batch at a time.

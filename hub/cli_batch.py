@@ -124,7 +124,12 @@ def register(sub: Any) -> None:
     imp.add_argument("--errors", help="also write the bad rows (行号, 列名, 原因) to this CSV")
     imp.add_argument("--format", choices=("csv", "xlsx"), help="default: from the file name")
     imp.add_argument("--encoding", default="utf-8-sig", help="CSV encoding (e.g. gb18030)")
-    imp.add_argument("--concurrency", type=int, default=512, help="rows in flight")
+    imp.add_argument(
+        "--concurrency",
+        type=int,
+        default=512,
+        help="rows sent one by one at once (a repeat the bulk write cannot take)",
+    )
     imp.set_defaults(func=cmd_import)
     exp = sub.add_parser("export", help="export the listings in force to the template")
     exp.add_argument("--list", choices=("blacklist", "watchlist", "market_ban", "redlist"))

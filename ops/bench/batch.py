@@ -5,9 +5,10 @@
 Writes ROWS template rows (default 50,000) to a CSV file, then in one run, against the same
 PostgreSQL:
 
-- `import`: the `hub import` path in process (`hub.batch.Importer` reading the file through
-  `adapters.batch_files`, every row through `ListingService.register` and the group committer
-  into the credit log), in a fresh schema;
+- `import`: the `hub import` path in process, as `hub import FILE` runs it
+  (`hub.batch.Importer` over `adapters.batch_files.read_records`: every row checked by the
+  API's rules, new decisions appended to the credit log by `ListingService.write_many` with
+  one COPY per chunk), in a fresh schema;
 - `reimport`: the same file again (every row answers "unchanged", nothing is appended);
 - `copy`: asyncpg `copy_records_to_table` of the same parsed rows into a plain table.
 

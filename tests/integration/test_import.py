@@ -379,3 +379,21 @@ async def test_imported_events_are_those_the_api_records(
 
     assert len(by_import) == 4
     assert by_import == by_api
+
+
+async def test_repeats_within_a_file_answer_as_the_api_would(client, make_agency, tmp_path):
+    """A decision twice in one chunk, or in two chunks: the first row creates it, a same
+    repeat is unchanged and a different one a conflict, wherever they fall."""
+    await make_agency("320000-tax")
+    rows = [
+        ROWS[0],
+        ROWS[0],  # the same row again, same chunk
+        row(失信行为="另一事实"),  # same decision, other content, same chunk
+        ROWS[1],
+        ROWS[0],  # next chunk (chunk=4): the same again
+        row(失信行为="又一事实"),  # next chunk: other content
+    ]
+    summary, reported = await import_file(client, write_csv(tmp_path / "repeats.csv", rows))
+    assert (summary.created, summary.unchanged, summary.rejected) == (2, 2, 2)
+    assert [(r, c) for r, c, _ in reported] == [(4, "决定文书号"), (7, "决定文书号")]
+    assert all("already listed with other content" in reason for _, _, reason in reported)
