@@ -111,6 +111,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         hub: Hub = await build_hub(settings, clock)
         app.state.hub = hub
+        if isinstance(app, Dispatching):
+            app.hub = hub  # the check fast path's, read per request
         await hub.start()
         log.info("hub_started", schema=settings.database_schema)
         try:

@@ -212,6 +212,8 @@ class Dispatching(Litestar):
     else, and every error, is `Litestar.__call__`'s.
     """
 
+    hub: Any = None
+    """`state.hub`, set beside it by the lifespan (State's attribute lookup: 0.3 us)."""
     _request_id: Callable[[], str]
     _tallies: Callable[[str, str, int], tuple[Tally, Timings]] | None = None
     _logger: Any = None
@@ -239,6 +241,7 @@ class Dispatching(Litestar):
             or http["query_string"]
             or not ENABLED
             or self._tallies is None
+            or self.hub is None
             or self.before_send
         ):
             await Litestar.__call__(self, scope, receive, send)
@@ -256,7 +259,7 @@ class Dispatching(Litestar):
         if request is None:  # the framework explains what is wrong
             await Litestar.__call__(self, scope, _replay(body, http_receive, more=not whole), send)
             return
-        hub: Any = self.state.hub
+        hub: Any = self.hub
         checks = hub.checks
         if checks is None:
             await Litestar.__call__(self, scope, _replay(body, http_receive), send)

@@ -88,6 +88,15 @@ def _hit_counts(counts: Counter[tuple[str, str]], agency: str, hits: list[Hit]) 
             counts["measures.returned", measure.code] += 1
 
 
+def _hit_keys(keys: list[tuple[str, str]], agency: str, hits: list[Hit]) -> None:
+    """`_hit_counts` as counter keys, each counting one."""
+    for hit in hits:
+        keys.append(("hits.by_list", hit.list))
+        keys.append(("hits.by_region", hit.region))
+        keys.append(("hits.by_agency", agency))
+        keys.extend(("measures.returned", measure.code) for measure in hit.measures)
+
+
 class CheckService:
     def __init__(
         self,
@@ -191,19 +200,17 @@ class CheckService:
         follower = self.follower
         position, version = follower.position, follower.catalogue.version
         code = agency.code
-        counts: list[tuple[tuple[str, str], int]] = [
-            (("checks.by_agency", code), 1),
-            (("checks.by_decision", decision), 1),
-            (("checks.by_matter", category), 1),
+        keys = [
+            ("checks.by_agency", code),
+            ("checks.by_decision", decision),
+            ("checks.by_matter", category),
         ]
         if hits:
-            tally: Counter[tuple[str, str]] = Counter()
-            _hit_counts(tally, code, hits)
-            counts.extend(tally.items())
+            _hit_keys(keys, code, hits)
         record = _record_encoder.encode(
             (code, now, position, version, subject, request.matter, request.purpose, decision, hits)
         )
-        check_id, committed = self.usage.add(record, counts)
+        check_id, committed = self.usage.add(record, keys)
         answer = CheckAnswer(
             check_id=check_id,
             decision=decision,  # type: ignore[arg-type]
