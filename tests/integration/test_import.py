@@ -28,6 +28,7 @@ from adapters.batch import HEADERS, BatchRecord, ParsedRow, parse_row, to_templa
 from adapters.batch_files import RowWriter, read_rows
 from hub.api.app import create_app
 from hub.batch import Importer, export_records
+from hub.credit.service import Agency
 from schemas.identifiers import cnid_check_char, make_uscc
 
 RNG = random.Random(4)
@@ -397,3 +398,42 @@ async def test_repeats_within_a_file_answer_as_the_api_would(client, make_agency
     assert (summary.created, summary.unchanged, summary.rejected) == (2, 2, 2)
     assert [(r, c) for r, c, _ in reported] == [(4, "决定文书号"), (7, "决定文书号")]
     assert all("already listed with other content" in reason for _, _, reason in reported)
+
+
+async def _register_many(hub, bodies):
+    agency = Agency("320000-tax", "tax", frozenset({"publish"}), frozenset({"taxation"}))
+    return await hub.listings.register_many([(agency, body) for body in bodies])
+
+
+async def _positions(hub) -> dict[str, int]:
+    rows = await hub.pool.fetch(
+        "SELECT originator_id, notification_id FROM credit_events "
+        "WHERE topic = 'hub.credit.domainmodel:Listing.Registered'"
+    )
+    return {str(r[0]): r[1] for r in rows}
+
+
+async def test_register_many_answers_ids_statuses_and_positions(client, make_agency):
+    """What the bulk path answers: the listing's id, status and log position, as `register`."""
+    await make_agency("320000-tax")
+    hub = client.app.state.hub
+    parsed = [parse_row(n, dict(zip(HEADERS, v, strict=True))) for n, v in enumerate(ROWS)]
+    bodies = [p.listing for p in parsed if isinstance(p, ParsedRow)]
+    answers = await on_app(client, _register_many, hub, bodies)
+    created = [a for a in answers if not isinstance(a, Exception)]
+    assert [c for _, c in created] == [True] * len(created)
+    assert len(created) == 4  # the rest break a rule: period, domain
+    stored = await on_app(client, _positions, hub)
+    assert {r.listing_id: r.position for r, _ in created} == stored
+    assert sorted(stored.values()) == [r.position for r, _ in created]  # in the order given
+
+    again = await on_app(client, _register_many, hub, bodies)
+    assert [a for a in again if not isinstance(a, Exception)] == [(r, False) for r, _ in created]
+    assert [type(a) for a in again] == [type(a) for a in answers]
+    alone = await on_app(client, _register_one, hub, bodies[0])
+    assert alone == again[0]
+
+
+async def _register_one(hub, body):
+    agency = Agency("320000-tax", "tax", frozenset({"publish"}), frozenset({"taxation"}))
+    return await hub.listings.register(agency, body)
