@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import structlog
@@ -233,7 +233,7 @@ class Dispatching(Litestar):
         receive: Receive | LifeSpanReceive,
         send: Send | LifeSpanSend,
     ) -> None:
-        http = cast("HTTPScope", scope)  # unless the type says otherwise, just below
+        http: HTTPScope = scope  # type: ignore[assignment] # unless its type says otherwise
         if (
             http["type"] != ScopeType.HTTP
             or http["method"] != "POST"

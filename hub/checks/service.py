@@ -26,7 +26,7 @@ from prometheus_client import Histogram
 
 from hub.checks.catalogue import CatalogueService
 from hub.checks.decide import Decider
-from hub.checks.subjects import canonical_subject, canonical_subjects
+from hub.checks.subjects import canonical_subject_key, canonical_subjects
 from hub.checks.usage import UsageLog
 from hub.clock import Clock
 from hub.credit.service import Agency
@@ -34,7 +34,7 @@ from hub.errors import RuleViolation, Unavailable
 from hub.metrics import Tally, Timings
 from hub.settings import Settings
 from projections import max_position
-from projections.checkindex import CheckIndex, subject_key
+from projections.checkindex import CheckIndex
 from projections.checkindex_follower import IndexFollower
 from schemas.checks import (
     DECISIONS,
@@ -162,11 +162,11 @@ class CheckService:
 
     async def check(self, agency: Agency, request: CheckRequest) -> CheckAnswer:
         started = time.perf_counter()
-        subject = canonical_subject(request.subject_id)
+        subject, key = canonical_subject_key(request.subject_id)
         category = self.matters.require(request.matter)
         if request.min_position is not None:
             await self._reach(request.min_position)
-        answer, committed = self._decide(agency, request, subject, category)
+        answer, committed = self._decide(agency, request, subject, key, category)
         await committed
         self.answered(answer.decision, started)
         return answer
@@ -179,9 +179,9 @@ class CheckService:
         once the future is done (it raises what `check` would); then call `answered`."""
         if request.min_position is not None:
             raise ValueError("a check with min_position waits: use check()")
-        subject = canonical_subject(request.subject_id)
+        subject, key = canonical_subject_key(request.subject_id)
         category = self.matters.require(request.matter)
-        return self._decide(agency, request, subject, category)
+        return self._decide(agency, request, subject, key, category)
 
     @staticmethod
     def answered(decision: str, started: float) -> None:
@@ -190,12 +190,13 @@ class CheckService:
         _SINGLE_SECONDS.observe(time.perf_counter() - started)
 
     def _decide(
-        self, agency: Agency, request: CheckRequest, subject: str, category: str
+        self, agency: Agency, request: CheckRequest, subject: str, key: int, category: str
     ) -> tuple[CheckAnswer, asyncio.Future[None]]:
-        """Decide now, and put the record in the usage log's open group."""
+        """Decide now (`key`: the subject's index key), and put the record in the usage log's
+        open group."""
         now = self.clock.now()
         decision, hits = self.decider.decide(
-            self.index.get(subject_key(subject)), request.matter, category, int(now.timestamp())
+            self.index.get(key), request.matter, category, int(now.timestamp())
         )
         follower = self.follower
         position, version = follower.position, follower.catalogue.version

@@ -60,6 +60,26 @@ def canonical_subject(value: str, *, field: str = "subject_id") -> str:
         raise InputError(str(exc), field=exc.field) from None
 
 
+def canonical_subject_key(value: str) -> tuple[str, int]:
+    """`canonical_subject(value)` and its `subject_key`, for one check: a canonical USCC (the
+    usual case) is tested inline and keyed without a call, as in `canonical_subjects`."""
+    if len(value) == _CANONICAL_LENGTH and value[:5] == "uscc:" and value.isascii():
+        code = value[5:]
+        try:
+            total = int(code.encode().translate(_TABLE)[16::-1], _BASE)
+        except ValueError:  # outside the alphabet: parse_subject_id explains
+            total = -1
+        if (
+            total >= 0
+            and USCC_ALPHABET[-total % 31] == code[17]
+            and code[0] in USCC_AUTHORITIES
+            and code[2:8].isdigit()
+        ):
+            return value, int(code, 36) << 1  # subject_key of a canonical USCC
+    subject = canonical_subject(value)
+    return subject, subject_key(subject)
+
+
 def canonical_subjects(values: Sequence[str], *, prefix: str) -> tuple[list[str], list[int]]:
     """The canonical ids and index keys of many subject ids (a batch), as `canonical_subject`
     and `subject_key` give them one by one; InputError naming `<prefix>.<i>.subject_id`.

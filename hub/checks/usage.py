@@ -31,6 +31,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import structlog
 from prometheus_client import Histogram
 
@@ -134,13 +135,16 @@ SELECT 1
 commit."""
 WRITE_GROUP = """
 WITH grouped AS (
-    INSERT INTO check_groups (group_id, offsets, records) VALUES ($5, $6, $7)
+    INSERT INTO check_groups (group_id, offsets, records) VALUES ($3, $4, $5)
 )
 INSERT INTO check_counts (shard, dimension, key, n)
-SELECT $1, d, k, n FROM unnest($2::text[], $3::text[], $4::bigint[]) AS t(d, k, n)
+SELECT $1, e->>0, e->>1, (e->>2)::bigint FROM jsonb_array_elements($2::text::jsonb) AS e
 ON CONFLICT (shard, dimension, key) DO UPDATE SET n = check_counts.n + EXCLUDED.n
 """
-"""The same for a group of single checks only, the usual case."""
+"""The same for a group of single checks only, the usual case. The counters go as one JSON
+array of [dimension, key, n] (in order): asyncpg encodes three text/bigint arrays element by
+element, ~7 us of the event loop per group more than one string msgspec encodes."""
+_counters = msgspec.json.Encoder()
 READ_GROUPED = """
 SELECT substring(records FROM offsets[$2 + 1] + 1 FOR offsets[$2 + 2] - offsets[$2 + 1])
 FROM check_groups WHERE group_id = $1 AND $2 + 2 <= cardinality(offsets)
@@ -367,24 +371,22 @@ class UsageLog:
             end += len(record)
             offsets.append(end)
         started = time.perf_counter()
-        counted = (
-            shard,
-            [d for (d, _), _ in items],
-            [k for (_, k), _ in items],
-            [n for _, n in items],
-        )
         if rows:
             await conn.execute(
                 WRITE,
                 *columns,
-                *counted,
+                shard,
+                [d for (d, _), _ in items],
+                [k for (_, k), _ in items],
+                [n for _, n in items],
                 UUID(int=group.id) if records else None,
                 offsets,
                 b"".join(records),
             )
         else:
+            counted = _counters.encode([(d, k, n) for (d, k), n in items]).decode()
             await conn.execute(
-                WRITE_GROUP, *counted, UUID(int=group.id), offsets, b"".join(records)
+                WRITE_GROUP, shard, counted, UUID(int=group.id), offsets, b"".join(records)
             )
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         BATCH_SIZE.observe(group.size)
