@@ -31,13 +31,25 @@ from hub.settings import Settings
 ERROR_HEADER = ("行号", "列名", "原因")  # row, column, reason
 
 
+def writer_only(settings: Settings) -> Settings:
+    """The settings of an import process: it appends to the log and nothing else. The API
+    processes' followers (projections, check index, scheduler, webhooks) do the rest."""
+    return replace(
+        settings,
+        run_projections=False,
+        run_checks=False,
+        run_scheduler=False,
+        run_webhooks=False,
+    )
+
+
 async def _import(
     settings: Settings, args: argparse.Namespace, report: Callable[[RowError], None]
 ) -> int:
     path = Path(args.file)
     fmt = file_format(path, args.format)
     total = count_rows(path, fmt=fmt, encoding=args.encoding)
-    hub = await build_hub(replace(settings, run_projections=False))
+    hub = await build_hub(writer_only(settings))
     try:
         await hub.start()
         importer = Importer(

@@ -122,12 +122,26 @@ class Settings:
     commit_batch_max: int = field(
         default=256, metadata=_doc("Most commands the group committer saves in one transaction.")
     )
+    merkle_hash_workers: int = field(
+        default=1 if (os.cpu_count() or 1) > 1 else 0,
+        metadata=_doc(
+            "Processes hashing the audit tree's internal nodes beside the projection's (0: in"
+            " the projection's process; more than 1 is the same as 1). Default: 1 with 2+ CPUs."
+        ),
+    )
     db_pool_size: int = field(default=10, metadata=_doc("asyncpg pool size for reads."))
     log_level: str = field(default="info", metadata=_doc("Log level: debug, info, warning."))
     run_projections: bool = field(
         default=True,
         metadata=_doc(
             "Run the projections in this process (one process holds each, by advisory lock)."
+        ),
+    )
+    run_checks: bool = field(
+        default=True,
+        metadata=_doc(
+            "Serve checks from this process: load the in-memory check index, follow the log"
+            " and write the usage log (off only for processes that never answer checks)."
         ),
     )
     run_scheduler: bool = field(

@@ -37,6 +37,7 @@ from adapters.batch import HEADERS, ParsedRow, parse_row
 from adapters.batch_files import RowWriter, read_records, read_rows
 from hub.batch import Importer
 from hub.bootstrap import build_hub
+from hub.cli_batch import writer_only
 from hub.settings import Settings
 from ops.embedded import EmbeddedPostgres
 from schemas.identifiers import make_uscc
@@ -129,7 +130,7 @@ async def _run(url: str, n: int, commit_batch: int) -> dict[str, float]:
             with RowWriter(path, "csv") as writer:
                 for values in _rows(n):
                     writer.write(values)
-            settings = Settings(database_url=url, database_schema=schema, run_projections=False)
+            settings = writer_only(Settings(database_url=url, database_schema=schema))
             settings = replace(settings, commit_batch_max=commit_batch)
             first, again, created = await _import(settings, path)
             if created != n:
