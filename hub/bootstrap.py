@@ -154,6 +154,10 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
+        for runner in self.runners.values():  # the audit projection's hash worker
+            close = getattr(runner.projection, "close", None)
+            if close is not None:
+                await close()
         await self.committer.stop()
         if self._listener is not None:
             with contextlib.suppress(Exception):
@@ -166,11 +170,15 @@ class Hub:
         await asyncio.to_thread(self.app.close)
 
 
-def projections() -> dict[str, Projection]:
-    """The read models kept in PostgreSQL, by name (what `hub replay` and `hub project` run)."""
+def projections(settings: Settings | None = None) -> dict[str, Projection]:
+    """The read models kept in PostgreSQL, by name (what `hub replay` and `hub project` run).
+
+    With `settings`, the audit projection hashes in `HUB_MERKLE_HASH_WORKERS` processes (the
+    hub closes them on stop); without, in-process."""
+    workers = 0 if settings is None else settings.merkle_hash_workers
     return {
         "listings": ListingsProjection(),
-        "audit": AuditProjection(),
+        "audit": AuditProjection(hash_workers=workers),
         "history": HistoryProjection(),
         "subject": SubjectProjection(),
     }
@@ -203,7 +211,7 @@ async def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
     committer = Committer(app, clock, max_batch=settings.commit_batch_max)
     runners = {
         name: ProjectionRunner(pool, p, batch_size=getattr(p, "batch_size", 2000))
-        for name, p in projections().items()
+        for name, p in projections(settings).items()
     }
     for runner in runners.values():
         await runner.setup()

@@ -9,17 +9,30 @@ leaves). A log without gaps is one row. The runs, the tree's rows and the runner
 commit in one transaction, so they always agree.
 
 `tree size at position p` = the number of events at positions <= p (`leaf_count_at`).
+
+With `hash_workers` (`HUB_MERKLE_HASH_WORKERS`), the tree's internal nodes are hashed in a
+worker process (`projections.merkle.HashWorker`), started at the first batch and ended by
+`close()`; one that dies is replaced at most once a minute, its batches hashed in-process
+meanwhile.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
 import asyncpg
+import structlog
 
 from projections._runner import EVENTS_TABLE, Connection
-from projections.merkle import MerkleAppender, StoreError, create_tables
+from projections.merkle import (
+    HashWorker,
+    MerkleAppender,
+    StoreError,
+    create_tables,
+    start_hash_worker,
+)
 from schemas.audit import entry_bytes
 from schemas.log import RawEvent
 
@@ -29,6 +42,10 @@ CREATE TABLE IF NOT EXISTS audit_leaf_runs (
     first_leaf bigint NOT NULL UNIQUE,
     leaves bigint NOT NULL CHECK (leaves > 0)
 )"""
+
+log = structlog.get_logger(__name__)
+RESTART_SECONDS = 60.0
+"""Least time between starts of the hash worker."""
 
 _LAST_RUN = (
     "SELECT current_schema(), r.first_position, r.first_leaf, r.leaves FROM (SELECT 1) AS one "
@@ -55,10 +72,35 @@ class AuditProjection:
     """Events per transaction when catching up: the commit, not the hashing, bounds smaller
     batches (ops/bench/audit.py)."""
 
-    def __init__(self, on_applied: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, on_applied: Callable[[int], None] | None = None, *, hash_workers: int = 0
+    ) -> None:
         self._appenders: dict[str, MerkleAppender] = {}
         self.on_applied = on_applied
         """Called with the new tree size after each batch (before its commit)."""
+        self.hash_workers = hash_workers
+        self._hasher: HashWorker | None = None
+        self._hasher_started = float("-inf")
+
+    async def hasher(self) -> HashWorker | None:
+        """The hash worker, started (or replaced, if it died) when due; None: hash in-process."""
+        if self._hasher is not None and self._hasher.alive:
+            return self._hasher
+        now = time.monotonic()
+        if self.hash_workers <= 0 or now - self._hasher_started < RESTART_SECONDS:
+            return None
+        if self._hasher is not None:
+            log.warning("merkle_hash_worker_restart", pid=self._hasher.pid)
+            await self._hasher.close()
+        self._hasher_started = now
+        self._hasher = await start_hash_worker(self.hash_workers)
+        return self._hasher
+
+    async def close(self) -> None:
+        """End the hash worker (on hub stop)."""
+        if self._hasher is not None:
+            await self._hasher.close()
+            self._hasher = None
 
     async def setup(self, conn: Connection) -> None:
         schema = await conn.fetchval("SELECT current_schema()")
@@ -80,6 +122,7 @@ class AuditProjection:
         appender = self._appenders.get(schema)
         if appender is None:
             appender = self._appenders[schema] = await MerkleAppender.load(plain, schema)
+        appender.hasher = await self.hasher()
         size = await appender.append(plain, [entry_bytes(e) for e in events])
         if size != next_leaf + len(events):
             raise StoreError(f"the tree has {size} leaves, the position map {next_leaf}")

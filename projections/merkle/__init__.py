@@ -41,6 +41,7 @@ from projections.merkle._note import (
 )
 from projections.merkle._store import DDL, MerkleStore, create_tables
 from projections.merkle._verify import verify_consistency, verify_inclusion
+from projections.merkle._worker import HashWorker, HashWorkerError, start_hash_worker
 
 __all__ = [
     "DDL",
@@ -49,6 +50,8 @@ __all__ = [
     "BadSignatureError",
     "Checkpoint",
     "GetNode",
+    "HashWorker",
+    "HashWorkerError",
     "MalformedNoteError",
     "MerkleAppender",
     "MerkleError",
@@ -74,6 +77,7 @@ __all__ = [
     "root_from_leaves",
     "sign_checkpoint",
     "sign_note",
+    "start_hash_worker",
     "verify_checkpoint",
     "verify_consistency",
     "verify_inclusion",

@@ -72,6 +72,18 @@ def level_up(hashes: Sequence[bytes]) -> list[bytes]:
     return out
 
 
+def level_up_bytes(row: bytes) -> bytes:
+    """`level_up` on concatenated hashes: each 64 bytes (a sibling pair) become 32."""
+    copy = _NODE_PREFIX.copy
+    out: list[bytes] = []
+    append = out.append
+    for start in range(0, len(row), 2 * HASH_SIZE):
+        ctx = copy()
+        ctx.update(row[start : start + 2 * HASH_SIZE])
+        append(ctx.digest())
+    return b"".join(out)
+
+
 def perfect_root(hashes: Sequence[bytes]) -> bytes:
     """The root of a perfect subtree, given its 2**level leaf (or lower node) hashes."""
     row = list(hashes)

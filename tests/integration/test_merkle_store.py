@@ -4,9 +4,7 @@ rows verify for current and past heads, and a restarted appender carries on."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import random
-from concurrent.futures import ProcessPoolExecutor
 
 import asyncpg
 import pytest
@@ -24,6 +22,7 @@ from projections.merkle import (
     verify_inclusion,
 )
 from projections.merkle._appender import ROUND
+from projections.merkle._worker import HashWorker
 
 
 def entries(start: int, count: int, salt: bytes = b"") -> list[bytes]:
@@ -186,15 +185,18 @@ async def test_a_batch_of_several_rounds_gives_the_rfc_tree(db, conn):
 
 
 async def test_block_hashing_in_another_process_gives_the_same_tree(db, conn):
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
-        appender = await MerkleAppender.load(conn, db.schema, executor=executor)
+    worker = await HashWorker.start()
+    try:
+        appender = await MerkleAppender.load(conn, db.schema, hasher=worker)
         data = entries(0, 100)
         await append(conn, appender, data)
         for size in [5000, 1, 2047, 4096, 300, ROUND + 5]:  # across round and block boundaries
             batch = entries(len(data), size)
             await append(conn, appender, batch)
             data += batch
+        assert worker.alive
+    finally:
+        await worker.close()
     expected = root_from_leaves([leaf_hash(e) for e in data])
     assert appender.root() == expected
     assert await MerkleStore(db.schema).get_root(conn, len(data)) == expected

@@ -3,11 +3,22 @@ batches yields the RFC root and exactly the perfect nodes of level >= 8, each on
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.merkle import leaf_hash, perfect_root, root_from_leaves
-from projections.merkle._edge import BLOCK_SIZE, PACK, Edge, block_roots, completed_blocks, pack
+from projections.merkle._edge import (
+    BLOCK_SIZE,
+    PACK,
+    Edge,
+    block_roots,
+    completed_blocks,
+    pack,
+    subtree_roots,
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -55,3 +66,15 @@ def test_pack_concatenates_into_the_reused_buffer():
     assert pack([tail, leaves], buffer) == b"".join(tail + leaves)
     assert pack([[], leaves[:3]], buffer) == b"".join(leaves[:3])  # shorter, same buffer
     assert pack([[], []], buffer) == b""
+
+
+def test_block_roots_are_the_rfc_roots_of_the_blocks():
+    rng = random.Random(256)
+    data = rng.randbytes(5 * BLOCK_SIZE * 32)
+    leaves = [data[i : i + 32] for i in range(0, len(data), 32)]
+    roots = block_roots(data)
+    assert roots == b"".join(subtree_roots(leaves, 8))
+    assert roots[:32] == root_from_leaves(leaves[:BLOCK_SIZE])
+    assert block_roots(memoryview(data)[BLOCK_SIZE * 32 :]) == roots[32:]
+    with pytest.raises(ValueError, match="whole blocks"):
+        block_roots(data[:-32])
