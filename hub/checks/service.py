@@ -195,9 +195,14 @@ class CheckService:
         """Decide now (`key`: the subject's index key), and put the record in the usage log's
         open group."""
         now = self.clock.now()
-        decision, hits = self.decider.decide(
-            self.index.get(key), request.matter, category, int(now.timestamp())
-        )
+        packed = self.index.get(key)
+        hits: list[Hit]
+        if packed is None:  # most subjects: not listed (what decide answers for None)
+            decision, hits = "clear", []
+        else:
+            decision, hits = self.decider.decide(
+                packed, request.matter, category, int(now.timestamp())
+            )
         follower = self.follower
         position, version = follower.position, follower.catalogue.version
         code = agency.code
