@@ -34,7 +34,7 @@ def subtree_roots(hashes: Sequence[bytes], levels: int) -> list[bytes]:
     return row
 
 
-def block_roots(data: bytes) -> bytes:
+def block_roots(data: bytes | memoryview) -> bytes:
     """Roots of whole blocks, given their concatenated leaf hashes (k * 8 KiB in, k * 32 out).
 
     Each level is hashed from the bytes of the one below, a pair of siblings (64 bytes) per
