@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +37,7 @@ import structlog
 from prometheus_client import Histogram
 
 from hub.errors import Unavailable
+from hub.metrics import Timings
 
 log = structlog.get_logger(__name__)
 
@@ -170,6 +172,9 @@ COMMIT_SECONDS = Histogram(
     "Time of one usage-log transaction.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+# observed as plain numbers, added to the histograms before each scrape (hub.metrics)
+_BATCH_SIZE = Timings(BATCH_SIZE)
+_COMMIT_SECONDS = Timings(COMMIT_SECONDS)
 
 
 def group_id(now_ms: int, random_bits: int) -> int:
@@ -365,11 +370,7 @@ class UsageLog:
             [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * len(_TYPES)
         )
         records = group.records
-        offsets = [0]
-        end = 0
-        for record in records:
-            end += len(record)
-            offsets.append(end)
+        offsets = [0, *accumulate(map(len, records))]
         started = time.perf_counter()
         if rows:
             await conn.execute(
@@ -388,7 +389,7 @@ class UsageLog:
             await conn.execute(
                 WRITE_GROUP, shard, counted, UUID(int=group.id), offsets, b"".join(records)
             )
-        COMMIT_SECONDS.observe(time.perf_counter() - started)
-        BATCH_SIZE.observe(group.size)
+        _COMMIT_SECONDS.observe(time.perf_counter() - started)
+        _BATCH_SIZE.observe(group.size)
         if not group.done.done():
             group.done.set_result(None)
