@@ -84,8 +84,7 @@ class HashWorker:
             return None
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         try:
-            stdin.write(_LENGTH.pack(len(blocks)))
-            stdin.write(blocks)
+            stdin.write(b"".join((_LENGTH.pack(len(blocks)), blocks)))  # one write(2)
         except (OSError, RuntimeError) as exc:
             self._gone(exc)
             return None
