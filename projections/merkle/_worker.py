@@ -12,8 +12,9 @@ order: a request is a 4-byte length and k * 8 KiB of leaf hashes, the answer a 4
 the worker's CPU time so far (a double, for benches) and the k block roots. It computes them
 with `block_roots`, the function the appender uses in-process, so the trees are the same.
 
-The worker exits when its stdin closes (`close()`, or the parent's death). If it dies, the
-pending and later requests fail with `HashWorkerError` and the appender hashes in-process.
+The worker exits when its stdin closes (`close()`, or the parent's death); it ignores SIGINT.
+If it dies, the pending and later requests fail with `HashWorkerError` and the appender hashes
+in-process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import signal
 import struct
 import sys
 import time
@@ -174,6 +176,8 @@ async def start_hash_worker(workers: int) -> HashWorker | None:
 
 def main() -> None:
     """The worker: answer requests until stdin closes."""
+    # Ctrl-C reaches the whole process group: the parent ends the worker when it stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     read = sys.stdin.buffer.read
     out = sys.stdout.buffer
     try:
@@ -186,5 +190,5 @@ def main() -> None:
             out.write(_LENGTH.pack(_CPU.size + len(roots)))
             out.write(_CPU.pack(time.process_time()) + roots)
             out.flush()
-    except (KeyboardInterrupt, BrokenPipeError):  # the parent stops or is gone
+    except BrokenPipeError:  # the parent is gone
         return

@@ -1,6 +1,7 @@
 """The hash worker: a tree appended with it is the tree appended in-process, row for row, over
 random batch sizes across chunk, block and round boundaries; a worker that dies mid-stream is
-replaced by in-process hashing without a wrong tree; the audit projection starts and ends it."""
+replaced by in-process hashing without a wrong tree; the audit projection starts it per the
+hub's setting and the hub's stop ends it."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from hub.audit import origin_for
+from hub.bootstrap import build_hub
+from hub.settings import Settings
 from projections.audit import AuditProjection
 from projections.merkle import (
     HashWorker,
     MerkleAppender,
     MerkleStore,
+    NoteSigner,
     _appender,
     _worker,
     create_tables,
@@ -158,3 +163,23 @@ async def test_the_audit_projection_starts_and_ends_its_worker():
     with pytest.raises(ProcessLookupError):  # ended and reaped
         os.kill(worker.pid, 0)
     assert await AuditProjection(hash_workers=0).hasher() is None
+
+
+async def test_the_hub_builds_the_worker_from_its_setting_and_ends_it_on_stop(db):
+    settings = Settings(
+        database_url=db.url,
+        database_schema=db.schema,
+        admin_key="hub_admin_test_key",
+        log_signing_key=NoteSigner.generate(origin_for("320000")).private_key(),
+        merkle_hash_workers=1,
+    )
+    hub = await build_hub(settings)
+    await hub.start()
+    projection = hub.runners["audit"].projection
+    assert isinstance(projection, AuditProjection)
+    worker = await projection.hasher()  # as its first batch does
+    assert worker is not None
+    assert worker.alive
+    await hub.stop()
+    assert worker.process.returncode == 0
+    assert not Settings.from_env({"HUB_MERKLE_HASH_WORKERS": "0"}).merkle_hash_workers
