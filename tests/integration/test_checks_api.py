@@ -485,9 +485,9 @@ async def test_concurrent_checks_are_recorded_logged_and_counted(client, agency,
     labels = {"method": "POST", "route": "/v1/checks", "status": "200"}
     before = REGISTRY.get_sample_value("hub_http_requests_total", labels) or 0
     subjects = [new_subject() for _ in range(12)]
-    await publish(client, agency, listing(subjects[0]))
-    bodies = [
-        {"subject_id": s, "matter": "bidding", "purpose": f"p{i}", "min_position": 0}
+    position = (await publish(client, agency, listing(subjects[0])))["position"]
+    bodies = [  # read your write: every check sees the listing (else the deny below races)
+        {"subject_id": s, "matter": "bidding", "purpose": f"p{i}", "min_position": position}
         for i, s in enumerate(subjects)
     ]
     responses = await asyncio.gather(
