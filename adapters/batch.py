@@ -25,9 +25,8 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from schemas.identifiers import (
-    USCC_ALPHABET,
-    USCC_AUTHORITIES,
     IdentifierError,
+    is_canonical_uscc,
     validate_cnid,
     validate_uscc,
 )
@@ -269,30 +268,6 @@ def parse_row(row: int, values: dict[str, object]) -> ParsedRow | list[RowError]
 
 Record = tuple[int, Sequence[object]]
 """A row as (row number, its cells in `HEADERS` order, None for a column the file lacks)."""
-
-_USCC_WEIGHTS: Final = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-_USCC_TERMS: Final = tuple(
-    {c: i * weight for i, c in enumerate(USCC_ALPHABET)} for weight in _USCC_WEIGHTS
-)
-_USCC_DIGITS: Final = frozenset("0123456789")
-
-
-def is_canonical_uscc(code: str) -> bool:
-    """Whether `validate_uscc(code)` returns `code` itself: a sufficient test, a quick one.
-
-    True only for 18 characters of the alphabet (so nothing to trim or upper-case) with a
-    known authority, a 6-digit region and the right check character; any other code, valid
-    or not, is left to `validate_uscc`.
-    """
-    if len(code) != 18 or code[0] not in USCC_AUTHORITIES:  # noqa: PLR2004 - USCC_LENGTH
-        return False
-    if not _USCC_DIGITS.issuperset(code[2:8]):
-        return False
-    try:
-        total = sum(map(dict.__getitem__, _USCC_TERMS, code))  # the first 17 characters
-    except KeyError:
-        return False
-    return USCC_ALPHABET[(31 - total % 31) % 31] == code[17]
 
 
 def _either(names: dict[str, str]) -> dict[str, str]:

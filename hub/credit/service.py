@@ -30,10 +30,8 @@ from hub.errors import Conflict, Forbidden, HubError, InputError, NotFound, Rule
 from hub.workdays import WorkingCalendar
 from schemas.codec import canonical_json
 from schemas.identifiers import (
-    USCC_ALPHABET,
-    USCC_AUTHORITIES,
-    USCC_LENGTH,
     IdentifierError,
+    is_canonical_uscc,
     parse_subject_id,
     validate_region,
 )
@@ -109,27 +107,6 @@ def _listing_id(authority: str, decision_no: str) -> bytes:
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     return bytes(digest)
-
-
-_USCC_TERMS = tuple(
-    {c: i * weight for i, c in enumerate(USCC_ALPHABET)}
-    for weight in (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-)
-_DIGITS = frozenset("0123456789")
-
-
-def _is_canonical_uscc(code: str) -> bool:
-    """Whether `validate_uscc(code)` returns `code` itself (a quick, sufficient test; the
-    same as `adapters.batch.is_canonical_uscc`, which may not be imported here)."""
-    if len(code) != USCC_LENGTH or code[0] not in USCC_AUTHORITIES:
-        return False
-    if not _DIGITS.issuperset(code[2:8]):
-        return False
-    try:
-        total = sum(map(dict.__getitem__, _USCC_TERMS, code))  # the first 17 characters
-    except KeyError:
-        return False
-    return USCC_ALPHABET[(31 - total % 31) % 31] == code[17]
 
 
 def _uuid_text(value: bytes) -> str:
@@ -409,7 +386,7 @@ class ListingService:
             or "\x00" in basis.legal_basis
             or "\x00" in basis.facts
             or not subject.startswith("uscc:")
-            or not _is_canonical_uscc(subject[5:])
+            or not is_canonical_uscc(subject[5:])
         ):
             try:
                 return self._check_new(agency, body)

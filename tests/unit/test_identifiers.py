@@ -18,6 +18,7 @@ from schemas.identifiers import (
     IdentifierError,
     SubjectId,
     cnid_check_char,
+    is_canonical_uscc,
     make_cnid,
     make_uscc,
     mask_cnid,
@@ -295,3 +296,22 @@ def test_mask_hides_the_birth_date(number):
 def test_mask_subject_id_masks_only_cnid():
     assert mask_subject_id("cnid:11010519491231002X") == "cnid:110105********002X"
     assert mask_subject_id("uscc:91350100M000100Y43") == "uscc:91350100M000100Y43"
+
+
+def test_canonical_uscc_is_what_validate_uscc_returns_unchanged():
+    """The hot paths' quick test is exact: a mutation anywhere (other characters, lower
+    case, white space, non-ASCII digits) is canonical only if `validate_uscc` keeps it."""
+    rng = random.Random(32100)
+    codes = [make_uscc(rng) for _ in range(300)]
+    assert all(is_canonical_uscc(c) for c in codes)
+    for code in codes[:40]:
+        for i in range(18):
+            for c in (*USCC_ALPHABET, "I", "O", "a", " ", "٣", "²"):
+                mutated = code[:i] + c + code[i + 1 :]
+                try:
+                    unchanged = validate_uscc(mutated) == mutated
+                except IdentifierError:
+                    unchanged = False
+                assert is_canonical_uscc(mutated) == unchanged, mutated
+    assert not is_canonical_uscc(codes[0] + "0")
+    assert not is_canonical_uscc("")
