@@ -48,29 +48,9 @@ def block_roots(data: bytes | memoryview) -> bytes:
     return row
 
 
-def completed_blocks(tail: Sequence[bytes], leaf_hashes: Sequence[bytes]) -> bytes:
-    """The leaf hashes of the blocks that `leaf_hashes` completes after a block's `tail`."""
-    whole = (len(tail) + len(leaf_hashes)) // BLOCK_SIZE * BLOCK_SIZE
-    if not whole:
-        return b""
-    return b"".join([*tail, *leaf_hashes[: whole - len(tail)]])
-
-
 PACK = 2048
-"""Hashes joined at a time by `pack`: 64 KiB, below the size at which malloc maps fresh
-pages (page faults cost far more than the copies here)."""
-
-
-def pack(parts: Sequence[Sequence[bytes]], buffer: bytearray) -> memoryview:
-    """Concatenate the hashes of `parts` into `buffer` (reused across calls); return a view."""
-    view = memoryview(buffer)
-    offset = 0
-    for hashes in parts:
-        for start in range(0, len(hashes), PACK):
-            joined = b"".join(hashes[start : start + PACK])
-            view[offset : offset + len(joined)] = joined
-            offset += len(joined)
-    return view[:offset]
+"""Leaf hashes hashed up to their block roots at a time (64 KiB): the rows stay in the CPU
+caches."""
 
 
 @dataclass
