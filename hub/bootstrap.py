@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,10 +155,7 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
-        for runner in self.runners.values():  # the audit projection's hash worker
-            close = getattr(runner.projection, "close", None)
-            if close is not None:
-                await close()
+        await close_projections(runner.projection for runner in self.runners.values())
         await self.committer.stop()
         if self._listener is not None:
             with contextlib.suppress(Exception):
@@ -168,6 +166,14 @@ class Hub:
             await self.audit.close()
         await self.pool.close()
         await asyncio.to_thread(self.app.close)
+
+
+async def close_projections(projections: Iterable[Projection]) -> None:
+    """End what projections run beside them (the audit projection's hash worker)."""
+    for projection in projections:
+        close = getattr(projection, "close", None)
+        if close is not None:
+            await close()
 
 
 def projections(settings: Settings | None = None) -> dict[str, Projection]:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from hub.bootstrap import projections
+from hub.bootstrap import close_projections, projections
 from hub.progress import console, progress_bar
 from hub.settings import Settings
 from projections import EVENTS_TABLE, Projection, ProjectionRunner, max_position
@@ -60,7 +60,7 @@ async def replay(
     workers: int = 1,
 ) -> int:
     """Rebuild one projection from position 0 under its advisory lock."""
-    projection = projections()[name]
+    projection = projections(settings)[name]
     pool = await _pool(settings)
     try:
         async with pool.acquire() as lock_conn:
@@ -83,6 +83,7 @@ async def replay(
             finally:
                 await lock_conn.execute("SELECT pg_advisory_unlock($1)", key)
     finally:
+        await close_projections([projection])
         await pool.close()
 
 
@@ -191,7 +192,8 @@ async def project(settings: Settings, names: list[str], *, batch_size: int) -> i
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runners = [ProjectionRunner(pool, projections()[n], batch_size=batch_size) for n in names]
+    known = projections(settings)
+    runners = [ProjectionRunner(pool, known[n], batch_size=batch_size) for n in names]
     listener = await asyncpg.connect(
         settings.database_url, server_settings={"search_path": f'"{settings.database_schema}"'}
     )
@@ -209,6 +211,7 @@ async def project(settings: Settings, names: list[str], *, batch_size: int) -> i
     finally:
         with contextlib.suppress(Exception):
             await listener.close()
+        await close_projections(known.values())
         await pool.close()
     return 0
 
