@@ -124,6 +124,22 @@ def _replay(body: bytes, receive: Receive, *, more: bool = False) -> Receive:
     return replay
 
 
+_ID = b"x-request-id"
+_LENGTHS: dict[int, tuple[bytes, bytes]] = {}
+_MAX_LENGTHS = 4096
+
+
+def _content_length(size: int) -> tuple[bytes, bytes]:
+    """The `content-length` header of `size`, encoded once per size (answers of a check
+    come in a few sizes)."""
+    header = _LENGTHS.get(size)
+    if header is None:
+        header = (b"content-length", str(size).encode())
+        if len(_LENGTHS) < _MAX_LENGTHS:
+            _LENGTHS[size] = header
+    return header
+
+
 def _authorization(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -266,7 +282,9 @@ class Dispatching(Litestar):
             return
         code: str | None = None
         try:
-            agency = await hub.agencies.authenticate(_authorization(http))
+            authorization = _authorization(http)
+            agencies = hub.agencies
+            agency = agencies.known(authorization) or await agencies.authenticate(authorization)
             code = agency.code
             require_scope(agency, "check")
             if method == "check" and request.min_position is None:
@@ -289,11 +307,7 @@ class Dispatching(Litestar):
             start: HTTPResponseStartEvent = {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [
-                    _JSON,
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"x-request-id", ident.encode()),
-                ],
+                "headers": [_JSON, _content_length(len(payload)), (_ID, ident.encode())],
             }
             status = 200
             await http_send(start)

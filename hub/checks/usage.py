@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import secrets
 import time
 from collections import Counter
@@ -177,6 +179,11 @@ _BATCH_SIZE = Timings(BATCH_SIZE)
 _COMMIT_SECONDS = Timings(COMMIT_SECONDS)
 
 
+_random = random.Random(os.urandom(32))
+"""Random bits of group ids without a system call per group (ids are unique, not secret:
+reading a check's record needs its agency's key), as `hub.checks.service.new_check_id`."""
+
+
 def group_id(now_ms: int, random_bits: int) -> int:
     """A group's id as an int: the version 8 layout with the low `INDEX_BITS` bits zero."""
     value = now_ms << 80 | (random_bits << INDEX_BITS & ((1 << 80) - 1))
@@ -257,6 +264,8 @@ class UsageLog:
         self._open: _Group | None = None
         self._event = asyncio.Event()
         self._stopping = False
+        self._places = tuple(f"{place:04x}" for place in range(max_records))
+        """The last 4 hex digits of a check id: its place in the group, formatted once."""
 
     async def setup(self) -> None:
         async with self.pool.acquire() as conn:
@@ -267,7 +276,7 @@ class UsageLog:
         if group is None or group.size >= self.max_records:
             if group is not None:
                 self._ready.append(group)
-            ident = group_id(time.time_ns() // 1_000_000, secrets.randbits(64))
+            ident = group_id(time.time_ns() // 1_000_000, _random.getrandbits(64))
             group = self._open = _Group(ident, asyncio.get_running_loop().create_future())
             self._event.set()
         return group
@@ -287,7 +296,7 @@ class UsageLog:
         group.records.append(record)
         group.size += 1
         group.keys += keys
-        return f"{group.prefix}{place:04x}", group.done
+        return group.prefix + self._places[place], group.done
 
     async def record(self, row: Row, counts: Counts) -> None:
         """Return once `row` (a batch) is committed; Unavailable when the usage log cannot

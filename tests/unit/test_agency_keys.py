@@ -40,10 +40,13 @@ async def test_a_revoked_key_stops_within_the_cache_time(monkeypatch: pytest.Mon
     assert (await agencies.authenticate(header)).code == "a1"
     assert (await agencies.authenticate(header)).code == "a1"
     assert pool.reads == 1  # remembered
+    assert agencies.known(header) is await agencies.authenticate(header)  # the sync lookup
     del pool.rows[key_hash(key)]  # revoked
     await asyncio.sleep(0.25)
+    assert agencies.known(header) is None  # past the cache time: ask authenticate
     with pytest.raises(Unauthenticated):
         await agencies.authenticate(header)
+    assert agencies.known(header) is None
     with pytest.raises(Unauthenticated):  # and stays refused
         await agencies.authenticate(header)
 
@@ -59,4 +62,7 @@ async def test_unknown_keys_and_the_admin() -> None:
         with pytest.raises(Unauthenticated):
             await agencies.authenticate("Basic abc")
         assert await agencies.authenticate("Bearer admin-key") is ADMIN
+        assert agencies.known("Bearer admin-key") is ADMIN
+        for refused in ("Bearer hub_nobody", None, "Basic abc"):
+            assert agencies.known(refused) is None  # a refusal is never known
     assert pool.reads == 1  # the unknown key's refusal is cached too
