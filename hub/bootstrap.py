@@ -111,7 +111,7 @@ class Hub:
             self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
         if self.settings.run_projections and self.audit is not None:
             self._tasks.append(asyncio.create_task(self.audit.heads.run(self._stop)))
-        if self.settings.run_checks and self.checks is not None:
+        if self.checks is not None:
             listen = self.settings.database_url if self._listener is None else None
             self._tasks.extend(await self.checks.start(self._stop, listen_url=listen))
         if self.settings.run_webhooks and self.webhooks is not None:
@@ -259,7 +259,9 @@ async def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
             pool=pool,
             clock=clock,
             settings=settings,
-        ),
+        )
+        if settings.run_checks
+        else None,  # the check routes answer 503 "not served by this process"
         webhooks=webhooks,
         subscriptions=SubscriptionService(pool, clock, webhooks),
         regional=docking(settings, pool, committer),

@@ -307,6 +307,16 @@ def test_cli_import_and_export(db, tmp_path):
         lines = list(csv.reader(handle))
     assert lines[0] == ["行号", "列名", "原因"]
     assert [(int(r), c) for r, c, _ in lines[1:]] == [(r, c) for r, c, _ in EXPECTED_ERRORS]
+    # the import process only appended: it never started the check path (no usage log made)
+
+    async def usage_log() -> object:
+        conn = await asyncpg.connect(db.url)
+        try:
+            return await conn.fetchval(f"SELECT to_regclass('\"{db.schema}\".check_groups')")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(usage_log()) is None
 
     out = tmp_path / "export.xlsx"
     done = subprocess.run(  # noqa: S603 - our own command
@@ -437,3 +447,16 @@ async def test_register_many_answers_ids_statuses_and_positions(client, make_age
 async def _register_one(hub, body):
     agency = Agency("320000-tax", "tax", frozenset({"publish"}), frozenset({"taxation"}))
     return await hub.listings.register(agency, body)
+
+
+async def test_a_process_without_checks_refuses_them_with_503(settings, clock):
+    """`HUB_RUN_CHECKS=false` (what import runs with): checks are refused as not served
+    here, with Retry-After, instead of answered from an index that was never loaded."""
+    async with AsyncTestClient(create_app(replace(settings, run_checks=False), clock)) as other:
+        body = {"subject_id": "uscc:" + make_uscc(random.Random(3)), "matter": "bidding"}
+        headers = {"Authorization": f"Bearer {settings.admin_key}"}
+        refused = await other.post("/v1/checks", json={**body, "purpose": "p"}, headers=headers)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.headers["retry-after"] == "5"
+        assert "not served by this process" in refused.json()["detail"]
