@@ -34,6 +34,7 @@ import asyncpg
 import msgspec
 
 from projections._bulk import CopyWriter, fast_timestamps, no_gc
+from projections._child import environment, python
 from projections._runner import EVENTS_TABLE, Connection
 from projections.listings import (
     _LISTING_TOPICS,
@@ -223,11 +224,10 @@ class _Worker:
     @classmethod
     async def start(cls, job: _Job) -> _Worker:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            __spec__.name if __spec__ else "projections.listings_bulk",
+            *python("-m", __spec__.name if __spec__ else "projections.listings_bulk"),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=environment(),
         )
         assert process.stdin is not None  # noqa: S101 - asked for above
         process.stdin.write(msgspec.json.encode(job))

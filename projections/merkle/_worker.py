@@ -30,6 +30,7 @@ import time
 
 import structlog
 
+from projections._child import environment, python
 from projections.merkle._edge import BLOCK_BYTES, block_roots
 from projections.merkle._errors import MerkleError
 
@@ -58,11 +59,10 @@ class HashWorker:
     @classmethod
     async def start(cls) -> HashWorker:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            f"from {__name__} import main; main()",
+            *python("-c", f"from {__name__} import main; main()"),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=environment(),
         )
         _widen(process)
         log.info("merkle_hash_worker_started", pid=process.pid)
