@@ -16,12 +16,13 @@ cursor, in log order) and their current terms from their events, a batch at a ti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+
+import structlog
 
 from adapters.batch import (
     AUTHORITY,
@@ -41,6 +42,8 @@ from hub.errors import HubError
 from projections.listings import IN_FORCE
 from schemas import events as ev
 from schemas.listing import CommandResult
+
+log = structlog.get_logger(__name__)
 
 Row = tuple[int, dict[str, object]]
 Answer = tuple[CommandResult, bool] | HubError
@@ -98,10 +101,16 @@ class Importer:
                 self._report(*written, await writing, progress)
                 writing = None
         finally:
-            if writing is not None:
-                writing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writing
+            if writing is not None and written is not None:
+                # Stopped early (an error, Ctrl-C): the chunk in flight is a COPY in a thread,
+                # which cannot be stopped half way. Wait for it and count it, so what the
+                # summary and the error report say is what the log holds.
+                try:
+                    answers = await asyncio.shield(writing)
+                except Exception:  # its transaction rolled back; the first error goes on
+                    log.warning("import_chunk_not_written", rows=written[2], exc_info=True)
+                else:
+                    self._report(*written, answers, progress)
         return self.summary
 
     async def _agency(self, code: str) -> Agency | str:

@@ -460,3 +460,29 @@ async def test_a_process_without_checks_refuses_them_with_503(settings, clock):
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert refused.headers["retry-after"] == "5"
         assert "not served by this process" in refused.json()["detail"]
+
+
+async def _import_until_the_file_fails(hub, path: Path) -> tuple[int, int, int]:
+    def rows():
+        for n, record in enumerate(read_rows(path)):
+            if n == 4:  # the second chunk: the first one is being written
+                raise OSError("the file went away")
+            yield record
+
+    before = await _head(hub)
+    importer = Importer(hub, chunk=4)
+    with pytest.raises(OSError, match="went away"):
+        await importer.run(rows())
+    return importer.summary.created, before, await _head(hub)
+
+
+async def test_an_import_stopped_early_counts_what_it_wrote(client, make_agency, tmp_path):
+    """The chunk being written when the import stops is finished and counted: the summary
+    says what the log holds, and nothing is written after `run` returns."""
+    await make_agency("320000-tax")
+    path = write_csv(tmp_path / "city.csv", ROWS)
+    created, before, after = await on_app(
+        client, _import_until_the_file_fails, client.app.state.hub, path
+    )
+    assert created == 2  # rows 2 and 3 of the first chunk; 4 and 5 are bad
+    assert after - before == created
