@@ -208,11 +208,31 @@ async def log_pages(
                 await pending
 
 
+_DEPENDENTS = """
+SELECT DISTINCT coalesce(v.oid::regclass::text, c.conrelid::regclass::text) AS name
+FROM pg_depend d
+LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+LEFT JOIN pg_class v ON v.oid = r.ev_class
+LEFT JOIN pg_constraint c ON d.classid = 'pg_constraint'::regclass AND c.oid = d.objid
+WHERE d.refobjid = $1::regclass AND d.deptype = 'n'
+  AND (v.oid IS NOT NULL AND v.oid <> $1::regclass
+       OR c.contype = 'f' AND c.conrelid <> $1::regclass)
+"""
+"""Views and other tables' foreign keys that depend on a table (its own rules and keys
+aside)."""
+
+
 async def fresh_table(conn: Connection, table: str) -> str:
     """An empty copy of `table` (columns and defaults; no index, no constraint but NOT NULL),
     to bulk load; `swap_in` replaces `table` with it. A copy left by a failed rebuild is
     dropped first (the caller holds the projection's lock)."""
     fresh = f"{table}__rebuild"
+    dependents = await conn.fetch(_DEPENDENTS, table)
+    if dependents:  # DROP TABLE in swap_in would refuse, after the whole rebuild
+        names = ", ".join(sorted({r["name"] for r in dependents}))
+        raise RuntimeError(
+            f"{names} depend on {table}: drop them before the rebuild, recreate them after"
+        )
     await conn.execute(f"DROP TABLE IF EXISTS {fresh}")
     await conn.execute(f"CREATE TABLE {fresh} (LIKE {table} INCLUDING DEFAULTS)")
     return fresh
@@ -277,12 +297,30 @@ async def build_indexes(pool: asyncpg.Pool, table: str, fresh: str, *, parallel:
     return Swap(table, fresh, [(n, t, d) for n, t, d, _ in constraints], [n for n, _ in indexes])
 
 
+_GRANTS = """
+SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee,
+       a.privilege_type, a.is_grantable
+FROM pg_class c, aclexplode(c.relacl) a
+WHERE c.oid = $1::regclass AND a.grantee <> c.relowner
+"""
+
+
 async def swap_in(conn: Connection, swap: Swap) -> None:
     """Replace the table with the fresh one: drop it, give the fresh one its constraints
     (on the indexes `build_indexes` built) and its name and its indexes' names. Run it in
     the transaction that records the position; readers see the old rows until the commit."""
     table, fresh = swap.table, swap.fresh
     await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    # The owner and the grants (a reporting role's SELECT, say) go over to the fresh table.
+    owner = await conn.fetchval(
+        "SELECT relowner::regrole::text FROM pg_class WHERE oid = $1::regclass", table
+    )
+    await conn.execute(f"ALTER TABLE {fresh} OWNER TO {owner}")
+    for grant in await conn.fetch(_GRANTS, table):
+        option = " WITH GRANT OPTION" if grant["is_grantable"] else ""
+        await conn.execute(
+            f"GRANT {grant['privilege_type']} ON {fresh} TO {grant['grantee']}{option}"
+        )
     await conn.execute(f"DROP TABLE {table}")
     for name, kind, definition in swap.constraints:
         if kind in ("p", "u"):  # the index takes the constraint's name

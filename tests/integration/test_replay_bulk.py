@@ -179,3 +179,35 @@ async def test_a_failed_rebuild_leaves_the_live_table(hub, clock):
     assert await live(hub) == before
     async with hub.pool.acquire() as conn:
         assert await conn.fetchval("SELECT to_regclass('listings__rebuild')") is None
+
+
+async def test_a_rebuild_keeps_grants_and_refuses_early_under_a_view(hub, db, clock):
+    """A reporting role's SELECT survives the swap; a view on the table (which DROP would
+    refuse at the very end) stops the rebuild before any work, naming the view."""
+    await write_history(hub, clock, 6)
+    await hub.runners["listings"].catch_up()
+    role = f"reporting_{db.schema}"[:63]
+    async with hub.pool.acquire() as conn:
+        head = await max_position(conn)
+        await conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+    try:
+        async with hub.pool.acquire() as conn:
+            await conn.execute(f'GRANT SELECT ON listings TO "{role}"')
+        await rebuild_listings(hub.pool, head, memory_rows=4, page_size=5)
+        async with hub.pool.acquire() as conn:
+            granted = "SELECT has_table_privilege($1, 'listings', 'SELECT')"
+            assert await conn.fetchval(granted, role) is True
+            assert (
+                await conn.fetchval("SELECT has_table_privilege($1, 'listings', 'INSERT')", role)
+                is False
+            )
+            await conn.execute("CREATE VIEW active_listings AS SELECT * FROM listings")
+        before = await live(hub)
+        with pytest.raises(RuntimeError, match="active_listings depend on listings"):
+            await rebuild_listings(hub.pool, head, memory_rows=4, page_size=5)
+        assert await live(hub) == before
+    finally:
+        async with hub.pool.acquire() as conn:
+            await conn.execute("DROP VIEW IF EXISTS active_listings")
+            await conn.execute(f'REVOKE ALL ON listings FROM "{role}"')
+            await conn.execute(f'DROP ROLE "{role}"')
