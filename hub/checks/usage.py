@@ -214,15 +214,17 @@ async def upsert_counts(conn: Any, shard: int, counts: Counter[tuple[str, str]])
 
 
 class _Group:
-    """What one transaction writes: single checks, batch rows and counters; one future.
+    """What one transaction writes: single checks, batch rows and counters; and a future per
+    check or batch waiting for it (not one shared future: cancelling one request's wait
+    would cancel every other's).
 
     A single check's counters are its keys (each counts one) in `keys`, counted when the
     group is written (one `Counter` over the list, in C, instead of a dict update per key
     per check); a batch's are added to `counts`."""
 
-    __slots__ = ("counts", "done", "id", "keys", "prefix", "records", "rows", "size")
+    __slots__ = ("counts", "id", "keys", "prefix", "records", "rows", "size", "waiters")
 
-    def __init__(self, ident: int, done: asyncio.Future[None]) -> None:
+    def __init__(self, ident: int) -> None:
         self.id = ident
         text = str(UUID(int=ident))
         self.prefix = text[:-4]  # the last 4 hex digits are the place in the group
@@ -231,7 +233,20 @@ class _Group:
         self.counts: dict[tuple[str, str], int] = {}
         self.keys: list[tuple[str, str]] = []
         self.size = 0
-        self.done = done
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def committed(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():  # not cancelled
+                waiter.set_result(None)
+
+    def failed(self, reason: str) -> None:
+        """Each waiter gets an exception of its own (one raised in hundreds of tasks would
+        collect all their tracebacks)."""
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(Unavailable(reason, retry_after=1))
+                waiter.exception()  # retrieved: no warning if its request has gone
 
 
 class UsageLog:
@@ -277,7 +292,7 @@ class UsageLog:
             if group is not None:
                 self._ready.append(group)
             ident = group_id(time.time_ns() // 1_000_000, _random.getrandbits(64))
-            group = self._open = _Group(ident, asyncio.get_running_loop().create_future())
+            group = self._open = _Group(ident)
             self._event.set()
         return group
 
@@ -296,7 +311,9 @@ class UsageLog:
         group.records.append(record)
         group.size += 1
         group.keys += keys
-        return group.prefix + self._places[place], group.done
+        done = asyncio.get_running_loop().create_future()
+        group.waiters.append(done)
+        return group.prefix + self._places[place], done
 
     async def record(self, row: Row, counts: Counts) -> None:
         """Return once `row` (a batch) is committed; Unavailable when the usage log cannot
@@ -309,7 +326,9 @@ class UsageLog:
         tally = group.counts
         for key, n in counts:
             tally[key] = tally.get(key, 0) + n
-        await group.done
+        done = asyncio.get_running_loop().create_future()
+        group.waiters.append(done)
+        await done
 
     def _take(self) -> _Group | None:
         if self._ready:
@@ -326,11 +345,9 @@ class UsageLog:
         finally:
             self._stopping = True
             stopper.cancel()
-            error = Unavailable("the hub is shutting down", retry_after=1)
             for group in (*self._ready, self._open):
-                if group is not None and not group.done.done():
-                    group.done.set_exception(error)
-                    group.done.exception()  # retrieved: no warning when nobody awaits it
+                if group is not None:
+                    group.failed("the hub is shutting down")
             self._ready.clear()
             self._open = None
 
@@ -350,16 +367,12 @@ class UsageLog:
                     if conn is None or conn.is_closed():
                         conn = await self.connect()
                     await self._commit(conn, shard, group)
+                except asyncio.CancelledError:  # stopped mid-write: not known to be on disk
+                    group.failed("the hub is shutting down")
+                    raise
                 except Exception as exc:
                     log.exception("usage_log_failed", records=group.size)
-                    if not group.done.done():
-                        group.done.set_exception(
-                            Unavailable(
-                                f"the usage log could not record the check: {exc}",
-                                retry_after=1,
-                            )
-                        )
-                        group.done.exception()
+                    group.failed(f"the usage log could not record the check: {exc}")
                     if conn is not None:
                         conn.terminate()
                         conn = None
@@ -400,5 +413,4 @@ class UsageLog:
             )
         _COMMIT_SECONDS.observe(time.perf_counter() - started)
         _BATCH_SIZE.observe(group.size)
-        if not group.done.done():
-            group.done.set_result(None)
+        group.committed()
