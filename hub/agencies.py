@@ -52,6 +52,7 @@ class Agencies:
         self._admin_hash = key_hash(admin_key) if admin_key else None
         self._cache: dict[str, tuple[float, Agency | None]] = {}
         self._known: dict[str, tuple[float, Agency | None]] = {}
+        self._swept = time.monotonic()
         """Entries of `_cache` (or the admin's) that found an agency, by `Authorization`."""
 
     async def create(
@@ -115,8 +116,19 @@ class Agencies:
         return cached[1]
 
     def _remember(self, authorization: str, entry: tuple[float, Agency | None]) -> None:
-        if len(self._known) > CACHE_ENTRIES:
-            self._known.clear()
+        """Remember a header that found an agency. The headers are secrets: those past
+        `CACHE_SECONDS` are forgotten at least every `CACHE_SECONDS`, not kept until they
+        are presented again (a revoked key never is)."""
+        now = entry[0]
+        if now - self._swept > CACHE_SECONDS or len(self._known) > CACHE_ENTRIES:
+            self._swept = now
+            self._known = {
+                header: found
+                for header, found in self._known.items()
+                if now - found[0] <= CACHE_SECONDS
+            }
+            if len(self._known) > CACHE_ENTRIES:
+                self._known.clear()
         self._known[authorization] = entry
 
 

@@ -66,3 +66,18 @@ async def test_unknown_keys_and_the_admin() -> None:
         for refused in ("Bearer hub_nobody", None, "Basic abc"):
             assert agencies.known(refused) is None  # a refusal is never known
     assert pool.reads == 1  # the unknown key's refusal is cached too
+
+
+async def test_remembered_headers_are_forgotten_after_the_cache_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key seen once (then revoked, say) does not stay in memory until it comes again."""
+    monkeypatch.setattr(hub.agencies, "CACHE_SECONDS", 0.1)
+    pool = FakePool()
+    agencies = Agencies(pool, "admin-key")  # type: ignore[arg-type]
+    for key in ("hub_one", "hub_two"):
+        pool.rows[key_hash(key)] = {"code": key, "name": "", "scopes": [], "domains": []}
+    await agencies.authenticate("Bearer hub_one")
+    await asyncio.sleep(0.15)
+    await agencies.authenticate("Bearer hub_two")  # remembering another sweeps the stale
+    assert list(agencies._known) == ["Bearer hub_two"]  # what memory holds
