@@ -199,6 +199,11 @@ _ROUTES: dict[str, tuple[msgspec.json.Decoder[Any], str]] = {
 }
 
 
+_TALLIES: dict[tuple[int, int], tuple[Tally, Timings]] = {}
+"""The tallies of the metric children (which live as long as the process), shared by every
+app built in the process (tests build many), so they do not pile up."""
+
+
 def _tallied(
     metrics_for: Callable[[str, str, int], tuple[Any, Any]],
 ) -> Callable[[str, str, int], tuple[Tally, Timings]]:
@@ -210,7 +215,11 @@ def _tallied(
         found = tallied.get(key)
         if found is None:
             counter, latency = metrics_for(method, route, status)
-            found = tallied[key] = (Tally(counter), Timings(latency))
+            children = (id(counter), id(latency))  # global metrics: one tally each, per process
+            found = _TALLIES.get(children)
+            if found is None:
+                found = _TALLIES[children] = (Tally(counter), Timings(latency))
+            tallied[key] = found
         return found
 
     return tallies
