@@ -1,14 +1,15 @@
 """Run benches: `python -m ops.bench [name ...] [-- bench options]`.
 
-Without names, every bench module in this package runs (`ops/bench/<name>.py`); each is
-imported only when it runs, and its `main(args)` prints a table and returns a dict. Options
-after `--` go to every bench named.
+Without names, every bench module in this package runs (`ops/bench/<name>.py`), each in an
+interpreter of its own, so none measures in a heap, collector and pools another has filled;
+its `main(args)` prints a table. Options after `--` go to every bench named.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         print(f"no bench {', '.join(unknown)}; there are: {', '.join(known)}", file=sys.stderr)
         raise SystemExit(2)
+    chosen = names or known
     results: dict[str, Any] = {}
-    for name in names or known:
-        print(f"\n== {name} ==", flush=True)
-        module = importlib.import_module(f"ops.bench.{name}")
-        results[name] = module.main(rest)
+    if len(chosen) > 1:  # each in a fresh interpreter: no heap, collector or pools left over
+        failed = []
+        for name in chosen:
+            print(f"\n== {name} ==", flush=True)
+            args = [sys.executable, "-m", "ops.bench", name, "--", *rest]
+            done = subprocess.run(args, check=False)
+            results[name] = done.returncode
+            if done.returncode:
+                failed.append(name)
+        if failed:
+            print(f"\nbenches that failed: {', '.join(failed)}", file=sys.stderr)
+            raise SystemExit(1)
+        return results
+    module = importlib.import_module(f"ops.bench.{chosen[0]}")
+    results[chosen[0]] = module.main(rest)
     return results
 
 
