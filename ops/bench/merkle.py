@@ -1,6 +1,6 @@
 """The Merkle tree store: appends against hashlib alone, and proof latency on a large tree.
 
-    python -m ops.bench.merkle [--leaves 1000000] [--proof-tree 10000000] [--batch 10000]
+    python -m ops.bench.merkle [--leaves 1000000] [--proof-tree 10000000] [--batch 20000]
                                [--proofs 2000] [--async-commit] [--dsn URL]
 
 (a) Appends: ~300-byte pseudo-random entries, `--batch` per transaction as a projection
@@ -43,6 +43,7 @@ from typing import Any
 import asyncpg
 
 from hub.settings import Settings
+from projections.audit import AuditProjection
 from projections.merkle import (
     MerkleAppender,
     MerkleStore,
@@ -266,7 +267,12 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     dsn = os.environ.get("HUB_BENCH_DATABASE_URL", DEFAULT_DSN)
     parser.add_argument("--dsn", default=dsn, help="PostgreSQL URL (default: %(default)s)")
     parser.add_argument("--leaves", type=int, default=1_000_000, help="leaves to append")
-    parser.add_argument("--batch", type=int, default=10_000, help="leaves per transaction")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=AuditProjection.batch_size,
+        help="leaves per transaction (default: as many as the audit projection commits at most)",
+    )
     parser.add_argument("--proof-tree", type=int, default=10_000_000, help="leaves of (b)")
     parser.add_argument("--proofs", type=int, default=2000, help="inclusion proofs to time")
     parser.add_argument(
