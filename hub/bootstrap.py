@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from eventsourcing.utils import get_topic
 from psycopg.conninfo import conninfo_to_dict
 
 from adapters.regional import Docking
@@ -26,8 +27,11 @@ from hub.agencies import Agencies
 from hub.audit import AuditLog
 from hub.checks.service import CheckService, build_checks
 from hub.clock import Clock, SystemClock
+from hub.credit.appender import Appender
+from hub.credit.appender import function_ddl as appender_ddl
 from hub.credit.application import EVENTS_TABLE, CreditApplication
 from hub.credit.committer import Committer
+from hub.credit.domainmodel import Listing
 from hub.credit.service import ListingService
 from hub.errors import RuleViolation, Unavailable
 from hub.regional import docking
@@ -72,6 +76,7 @@ class Hub:
     pool: asyncpg.Pool
     committer: Committer
     listings: ListingService
+    appender: Appender
     agencies: Agencies
     runners: dict[str, ProjectionRunner]
     scheduler: Scheduler | None = None
@@ -97,6 +102,8 @@ class Hub:
     async def start(self) -> None:
         await self.committer.start()
         self.committer.on_commit = self.wake_projections
+        await self.appender.start()
+        self.appender.on_commit = self.wake_projections
         if self.settings.run_projections:
             self._listener = await asyncpg.connect(
                 self.settings.database_url,
@@ -156,6 +163,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
         await close_projections(runner.projection for runner in self.runners.values())
+        await self.appender.stop()
         await self.committer.stop()
         if self._listener is not None:
             with contextlib.suppress(Exception):
@@ -203,6 +211,7 @@ async def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
         )
         await conn.execute(f'SET search_path TO "{schema}"')
         await conn.execute(AGENCIES_DDL)
+        await conn.execute(appender_ddl(schema, EVENTS_TABLE))
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", SETUP_LOCK)
         await conn.close()
@@ -215,6 +224,12 @@ async def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
     clock = clock or SystemClock()
     calendar = WorkingCalendar()
     committer = Committer(app, clock, max_batch=settings.commit_batch_max)
+    appender = Appender(
+        settings.database_url,
+        schema,
+        get_topic(Listing.Registered),
+        max_batch=settings.commit_batch_max,
+    )
     runners = {
         name: ProjectionRunner(pool, p, batch_size=getattr(p, "batch_size", 2000))
         for name, p in projections(settings).items()
@@ -246,7 +261,8 @@ async def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
         app=app,
         pool=pool,
         committer=committer,
-        listings=ListingService(committer, settings.listing_rules(), calendar, clock),
+        listings=ListingService(committer, settings.listing_rules(), calendar, clock, appender),
+        appender=appender,
         agencies=Agencies(pool, settings.admin_key),
         runners=runners,
         scheduler=scheduler,

@@ -22,6 +22,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from hub.clock import Clock
+from hub.credit.appender import Appender
 from hub.credit.application import UnitOfWork
 from hub.credit.committer import Committer
 from hub.credit.domainmodel import LISTING_NAMESPACE, Listing, listing_id_for
@@ -97,6 +98,38 @@ class _RegisteredState(msgspec.Struct):
     origin_position: None = None
 
 
+def _registered_state(
+    body: NewListing,
+    *,
+    authority: str,
+    subject_id: str,
+    region: str,
+    now: datetime,
+    notice_until: datetime | None,
+) -> _RegisteredState:
+    """The stored state of the `Listing.Registered` event that `register` records."""
+    basis = body.basis
+    return _RegisteredState(
+        now,
+        _LISTING_TOPIC,
+        subject_id,
+        body.subject.name,
+        body.list,
+        body.domain,
+        body.severity,
+        body.intent,
+        basis.decision_no,
+        basis.legal_basis,
+        basis.facts,
+        region,
+        authority,
+        body.effective_from,
+        body.effective_until,
+        notice_until,
+        hashlib.sha256(_canonical_json(body)).hexdigest(),
+    )
+
+
 def _listing_id(authority: str, decision_no: str) -> bytes:
     """`listing_id_for(authority, decision_no).bytes`, without building the UUID."""
     digest = bytearray(
@@ -140,11 +173,15 @@ class ListingService:
         rules: ListingRules,
         calendar: WorkingCalendar,
         clock: Clock,
+        appender: Appender | None = None,
     ) -> None:
         self.committer = committer
         self.rules = rules
         self.calendar = calendar
         self.clock = clock
+        self.appender = appender
+        """Where new decisions are appended (`hub.credit.appender`); without one, through the
+        committer, as an aggregate."""
 
     # -- register ----------------------------------------------------------------------
 
@@ -219,12 +256,59 @@ class ListingService:
 
     async def register(self, agency: Agency, body: NewListing) -> tuple[CommandResult, bool]:
         subject_id, region = self._check_new(agency, body)
+        raw_id = _listing_id(agency.code, body.basis.decision_no)
+        text_id = _uuid_text(raw_id)
+        structlog.contextvars.bind_contextvars(listing_id=text_id)
+        appending = self.appender is not None and not self._protected
+        if appending:
+            now = self.clock.now()
+            days = self.rules.notice_days if body.notice_days is None else body.notice_days
+            notice_until = self.calendar.deadline(now, days) if days > 0 else None
+            state = _state_encoder.encode(
+                _registered_state(
+                    body,
+                    authority=agency.code,
+                    subject_id=subject_id,
+                    region=region,
+                    now=now,
+                    notice_until=notice_until,
+                )
+            )
+            position = await self.appender.append(text_id, state)  # type: ignore[union-attr]
+            if position is not None:  # what `Listing.status_at(now)` says of a new listing
+                noticed = notice_until is not None and notice_until > now
+                status: Any = "noticed" if noticed else "effective"
+                return CommandResult(text_id, status, position), True
+            # the decision is in the log: a repeat or a conflict, read from the listing
+        return await self._register_command(
+            agency, body, subject_id, region, UUID(bytes=raw_id), known=appending
+        )
+
+    @property
+    def _protected(self) -> bool:
+        """Whether stored states are compressed or enciphered (the appender writes them as
+        they are; such a log is written through the committer, whose mapper does it)."""
+        mapper = self.committer.app.mapper
+        return bool(mapper.compressor or mapper.cipher)
+
+    async def _register_command(
+        self,
+        agency: Agency,
+        body: NewListing,
+        subject_id: str,
+        region: str,
+        listing_id: UUID,
+        *,
+        known: bool,
+    ) -> tuple[CommandResult, bool]:
+        """`register` through the committer: a new decision becomes an aggregate, a decision
+        already in the log answers its listing (the same content) or a conflict. `known`: the
+        decision is known to be in the log, so it is read first (not created optimistically,
+        which would fail the committer's whole group on the primary key)."""
         digest = _digest(body)
-        listing_id = listing_id_for(agency.code, body.basis.decision_no)
-        structlog.contextvars.bind_contextvars(listing_id=str(listing_id))
 
         def command(uow: UnitOfWork) -> tuple[str, bool, int]:
-            existing = uow.get_for_create(listing_id)
+            existing = uow.get(listing_id) if known else uow.get_for_create(listing_id)
             if existing is not None:
                 assert isinstance(existing, Listing)  # noqa: S101 - ids are listing ids
                 if existing.digest != digest:
