@@ -30,7 +30,7 @@ from litestar.types import (
 )
 
 from hub.agencies import require_scope
-from hub.checks.fastpath import _authorization, _read_body, _replay, send_json
+from hub.checks.fastpath import _ERROR, _authorization, _read_body, _replay, send_json
 from schemas.listing import NewListing
 
 ENABLED = True
@@ -44,6 +44,12 @@ def fast_create(app: ASGIApp) -> ASGIApp:
     """Route middleware for `POST /v1/listings`; the wrapped app is the documented handler."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        handed: tuple[BaseException, str | None] | None = scope.pop(_ERROR, None)  # type: ignore[misc]
+        if handed is not None:  # met by `Dispatching` answering ahead of the framework
+            error, agency_code = handed
+            if agency_code is not None:
+                structlog.contextvars.bind_contextvars(agency=agency_code)
+            raise error
         if (
             not ENABLED
             or scope["type"] != ScopeType.HTTP

@@ -52,8 +52,12 @@ from litestar.types import (
 from hub.agencies import require_scope
 from hub.metrics import Tally, Timings
 from schemas.checks import BatchRequest, CheckRequest
+from schemas.listing import NewListing
 
 ENABLED = True
+LISTINGS = True
+"""Whether `Dispatching` also answers `POST /v1/listings` (else `hub.api.fastlisting`'s route
+middleware does, behind the framework)."""
 
 log = structlog.get_logger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -196,6 +200,7 @@ fast_batch = _fast_route(_batch_decoder, "batch")
 _ROUTES: dict[str, tuple[msgspec.json.Decoder[Any], str]] = {
     "/v1/checks": (_check_decoder, "check"),
     "/v1/checks/batch": (_batch_decoder, "batch"),
+    "/v1/listings": (msgspec.json.Decoder(NewListing), "register"),
 }
 
 
@@ -265,6 +270,7 @@ class Dispatching(Litestar):
             or (route := _ROUTES.get(http["path"])) is None
             or http["query_string"]
             or not ENABLED
+            or (route[1] == "register" and not LISTINGS)
             or self._tallies is None
             or self.hub is None
             or self.before_send
@@ -286,7 +292,7 @@ class Dispatching(Litestar):
             return
         hub: Any = self.hub
         checks = hub.checks
-        if checks is None:
+        if checks is None and method != "register":
             await Litestar.__call__(self, scope, _replay(body, http_receive), send)
             return
         code: str | None = None
@@ -295,30 +301,23 @@ class Dispatching(Litestar):
             agencies = hub.agencies
             agency = agencies.known(authorization) or await agencies.authenticate(authorization)
             code = agency.code
-            require_scope(agency, "check")
-            if method == "check" and request.min_position is None:
-                answer, committed = checks.enter(agency, request)
-                payload = _encoder.encode(answer)
-                await committed  # answered only once its record is on disk
-                checks.answered(answer.decision, started)
-            else:
-                payload = _encoder.encode(await getattr(checks, method)(agency, request))
+            answered, payload, listing_id = await _answer(hub, method, agency, request, started)
         except Exception as exc:  # answered by the app's exception handler, via the route
             http[_ERROR] = (exc, code)  # type: ignore[literal-required]
             await Litestar.__call__(self, scope, _replay(body, http_receive), send)
             return
         # sent as `observe` sends every answer: with the request id, counted, timed and logged
         ident = self._request_id()
-        logged = self._bind(ident, code)
+        logged = self._bind(ident, code, listing_id)
         status = 500
         http_send: Send = send  # type: ignore[assignment]
         try:
             start: HTTPResponseStartEvent = {
                 "type": "http.response.start",
-                "status": 200,
+                "status": answered,
                 "headers": [_JSON, _content_length(len(payload)), (_ID, ident.encode())],
             }
-            status = 200
+            status = answered
             await http_send(start)
             end: HTTPResponseBodyEvent = {
                 "type": "http.response.body",
@@ -329,16 +328,21 @@ class Dispatching(Litestar):
         finally:
             self._observe(http["path"], status, started, logged)
 
-    def _bind(self, ident: str, code: str | None) -> bool:
+    def _bind(self, ident: str, code: str | None, listing_id: str | None = None) -> bool:
         """Whether the access line is logged; if so, its context bound as `observe` binds it
-        (nothing else logs on this path)."""
+        (nothing else logs on this path), with the listing's id for a listing."""
         logger = self._logger
         if logger is None:  # what the module's lazy proxy resolves to on its first use
             logger = self._logger = log.bind()
         if not logger.is_enabled_for(logging.INFO):
             return False
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=ident, agency=code)
+        if listing_id is None:
+            structlog.contextvars.bind_contextvars(request_id=ident, agency=code)
+        else:
+            structlog.contextvars.bind_contextvars(
+                request_id=ident, agency=code, listing_id=listing_id
+            )
         return True
 
     def _observe(self, path: str, status: int, started: float, logged: bool) -> None:
@@ -351,6 +355,26 @@ class Dispatching(Litestar):
             self._logger.info(
                 "request", method="POST", path=path, status=status, ms=round(elapsed * 1000, 2)
             )
+
+
+async def _answer(
+    hub: Any, method: str, agency: Any, request: Any, started: float
+) -> tuple[int, bytes, str | None]:
+    """(status, JSON body, listing id) of a request the dispatcher answers; raises what the
+    documented handler would raise."""
+    if method == "register":  # POST /v1/listings (`hub.api.listings`'s create)
+        require_scope(agency, "publish")
+        result, created = await hub.listings.register(agency, request)
+        return 201 if created else 200, _encoder.encode(result), result.listing_id
+    require_scope(agency, "check")
+    checks = hub.checks
+    if method == "check" and request.min_position is None:
+        answer, committed = checks.enter(agency, request)
+        payload = _encoder.encode(answer)
+        await committed  # answered only once its record is on disk
+        checks.answered(answer.decision, started)
+        return 200, payload, None
+    return 200, _encoder.encode(await getattr(checks, method)(agency, request)), None
 
 
 def _decoded(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:

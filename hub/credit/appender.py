@@ -64,6 +64,13 @@ END
 $fn$"""
 
 
+def _fail(items: tuple[_Item, ...], exc: Exception) -> None:
+    error = Unavailable(f"the credit log cannot be written now: {exc}", retry_after=1)
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+
 @dataclass
 class _Item:
     listing_id: str
@@ -91,14 +98,15 @@ class Appender:
         self.on_commit: Callable[[], None] | None = None
         self._sql = f'SELECT listing_id, listing_position FROM "{schema}".{FUNCTION}($1, $2, $3)'
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._pool: asyncpg.Pool | None = None
+        self._connections: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(
-            self.database_url, min_size=1, max_size=self.max_inflight
-        )
+        """Open the connections (one per group in flight; not a pool, whose release costs a
+        reset round trip per group) and start writing."""
+        for _ in range(self.max_inflight):
+            self._connections.put_nowait(await asyncpg.connect(self.database_url))
         self._task = asyncio.create_task(self._loop(), name="appender")
 
     async def stop(self) -> None:
@@ -114,9 +122,11 @@ class Appender:
             item = self._queue.get_nowait()
             if not item.future.done():
                 item.future.set_exception(Unavailable("the hub is stopping", retry_after=1))
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        while not self._connections.empty():
+            connection = self._connections.get_nowait()
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
 
     async def append(self, listing_id: str, state: bytes) -> int | None:
         """Append a new listing's first event: its log position once committed, or None when
@@ -128,14 +138,13 @@ class Appender:
         return await item.future
 
     async def _loop(self) -> None:
-        slots = asyncio.Semaphore(self.max_inflight)
         queue = self._queue
         while True:
-            await slots.acquire()  # while every connection is busy, requests gather
+            connection = await self._connections.get()  # while all are busy, requests gather
             try:
                 first = await queue.get()
             except BaseException:
-                slots.release()
+                self._connections.put_nowait(connection)
                 raise
             group = {first.listing_id: first}
             repeats: list[_Item] = []
@@ -145,28 +154,32 @@ class Appender:
                     repeats.append(item)  # answered None once its first is written
                 else:
                     group[item.listing_id] = item
-            write = asyncio.create_task(self._write(group, repeats, slots))
+            write = asyncio.create_task(self._write(connection, group, repeats))
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)
 
     async def _write(
-        self, group: dict[str, _Item], repeats: list[_Item], slots: asyncio.Semaphore
+        self,
+        connection: asyncpg.Connection | None,
+        group: dict[str, _Item],
+        repeats: list[_Item],
     ) -> None:
         try:
-            pool = self._pool
-            assert pool is not None  # noqa: S101 - started before the loop runs
-            rows = await pool.fetch(
+            if connection is None or connection.is_closed():  # lost with an earlier group
+                connection = None
+                connection = await asyncpg.connect(self.database_url)
+            rows = await connection.fetch(
                 self._sql, list(group), self.topic, [item.state for item in group.values()]
             )
         except Exception as exc:  # the database is down: fail this group, keep serving
             log.exception("append_failed", batch=len(group))
-            error = Unavailable(f"the credit log cannot be written now: {exc}", retry_after=1)
-            for item in (*group.values(), *repeats):
-                if not item.future.done():
-                    item.future.set_exception(error)
+            if connection is not None:
+                connection.terminate()  # in an unknown state: the next group reconnects
+            connection = None
+            _fail((*group.values(), *repeats), exc)
             return
         finally:
-            slots.release()
+            self._connections.put_nowait(connection)
         COMMIT_BATCH.observe(len(group))
         EVENTS_APPENDED.inc(len(rows))
         for listing_id, position in rows:

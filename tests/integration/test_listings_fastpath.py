@@ -1,5 +1,7 @@
-"""`POST /v1/listings` answers the same with its fast path (`hub.api.fastlisting`) on and off:
-created, repeated and conflicting (422) decisions, every kind of refusal, byte for byte."""
+"""`POST /v1/listings` answers the same from its fast paths (the dispatcher's in
+`hub.checks.fastpath`, ahead of the framework, and the route middleware `hub.api.fastlisting`)
+and from the documented handler: created, repeated and conflicting (422) decisions, every
+kind of refusal, byte for byte."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import itertools
 import msgspec
 
 from hub.api import fastlisting
+from hub.checks import fastpath
 
 _runs = itertools.count()
 
@@ -84,8 +87,11 @@ async def test_fast_path_answers_equal_the_frameworks(client, make_agency, monke
         return found
 
     fast = await answers()
-    monkeypatch.setattr(fastlisting, "ENABLED", False)
+    monkeypatch.setattr(fastpath, "LISTINGS", False)  # the dispatcher's, ahead of the framework
+    behind = await answers()
+    monkeypatch.setattr(fastlisting, "ENABLED", False)  # the route middleware's, behind it
     slow = await answers()
+    assert fast == behind
     assert fast == slow
     assert [status for status, _, _ in fast][:3] == [201, 200, 422]
     assert all(status >= 400 for status, _, _ in fast[3:-1])
