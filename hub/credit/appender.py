@@ -21,9 +21,12 @@ table is locked only while PostgreSQL works.
 A decision the function did not write (it was already in the log, or the same decision
 came twice in one group) answers None: the caller then reads the listing and answers as
 for a repeat (the same content) or a conflict (other content). Up to `max_inflight` groups
-are in flight at once, each on its own connection: while one commits, the next waits for
-the lock inside PostgreSQL, already sent. A group that cannot be written (the database is
-down) fails its requests with 503; nothing is half-written, the statement is one transaction.
+are in flight at once, each on its own connection. The default is one: while it commits,
+the next group gathers, and larger groups cost less per listing (a round trip costs about
+100 µs of CPU here); with two in flight the groups halved and the server, CPU-bound at 32
+clients, answered fewer listings (bench runs: 10,500-12,500/s with one, 6,700-11,000/s with
+two). A group that cannot be written (the database is down) fails its requests with 503;
+nothing is half-written, the statement is one transaction.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class Appender:
         topic: str,
         *,
         max_batch: int = 512,
-        max_inflight: int = 2,
+        max_inflight: int = 1,
     ) -> None:
         self.database_url = database_url
         self.schema = schema

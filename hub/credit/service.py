@@ -194,8 +194,13 @@ class ListingService:
         ):
             if "\x00" in text:  # batch imports come this way too, not only the API
                 raise InputError("text may not contain the NUL character", field=field)
-        try:
-            subject = parse_subject_id(body.subject.id, field="subject.id")
+        subject = body.subject.id
+        try:  # a USCC in canonical form is its own parse (the usual case, checked quickly)
+            subject = (
+                subject
+                if subject.startswith("uscc:") and is_canonical_uscc(subject[5:])
+                else str(parse_subject_id(subject, field="subject.id"))
+            )
             region = validate_region(body.region)
         except IdentifierError as exc:
             raise InputError(str(exc), field=exc.field or "region") from None
@@ -225,7 +230,7 @@ class ListingService:
                     rule=f"{name}.punitive_only",
                 )
         self._check_period(body.list, body.severity, body.effective_from, body.effective_until)
-        return str(subject), region
+        return subject, region
 
     def _check_period(
         self, list_name: str, severity: str | None, start: datetime, end: datetime | None
