@@ -46,6 +46,9 @@ from schemas.listing import (
     ObjectionAnswer,
 )
 
+LATEST_ENDS = 4096
+"""Latest allowed ends (`ListingRules.latest_end`) remembered per (list, severity, start)."""
+
 
 @dataclass(frozen=True)
 class Agency:
@@ -180,6 +183,7 @@ class ListingService:
         self.calendar = calendar
         self.clock = clock
         self.appender = appender
+        self._latest_ends: dict[tuple[str, str | None, datetime], datetime | None] = {}
         """Where new decisions are appended (`hub.credit.appender`); without one, through the
         committer, as an aggregate."""
 
@@ -248,7 +252,13 @@ class ListingService:
                 field="effective_until",
                 rule="period.order",
             )
-        latest = self.rules.latest_end(list_name, severity, start)
+        key = (list_name, severity, start)
+        try:
+            latest = self._latest_ends[key]
+        except KeyError:  # listings often share their start (a decision date, midnight)
+            if len(self._latest_ends) >= LATEST_ENDS:
+                self._latest_ends.clear()
+            latest = self._latest_ends[key] = self.rules.latest_end(list_name, severity, start)
         if latest is not None and end > latest and list_name != "market_ban":
             period = self.rules.period_for(list_name, severity)
             months = period.max_months if period else 0

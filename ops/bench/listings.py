@@ -3,13 +3,23 @@
     python -m ops.bench.listings [--dsn URL] [--seconds 5] [--clients 1,32]
 
 The API runs as users run it (`hub serve`: uvicorn with uvloop and httptools, one worker,
-settings from the environment) in a fresh schema; the load comes from a lean client, a pool
+settings from the environment) in a fresh schema, in two roles, each its own case:
+
+- `api`: everything in one process, as `make up` runs it: the API beside the projections,
+  the check index and its follower, the scheduler and the webhook worker, all sharing the
+  machine's two cores with the database and the load;
+- `writer`: a publishing node, as the hub scales out (README, "Scaling"): the same API with
+  `HUB_RUN_PROJECTIONS`, `HUB_RUN_CHECKS`, `HUB_RUN_SCHEDULER` and `HUB_RUN_WEBHOOKS` off,
+  the read models kept by a `hub project` process elsewhere (not run here). This is the
+  write path alone, which is what the raw inserts measure.
+
+The load comes from a lean client, a pool
 of raw HTTP/1.1 keep-alive connections on asyncio streams, whose own CPU use is reported so
 that a saturated client is not mistaken for a slow hub. The baseline is asyncpg inserting one
 row per transaction into a table shaped like the events table (uuid, bigint, text, ~300-byte
 bytea, bigserial; the same keys), with the same concurrency. The ratio api/raw is the figure:
 the target with 32 clients is at least 1.0, which only grouping concurrent commands into one
-transaction can reach. Both schemas are dropped at the end.
+transaction can reach. Both schemas are dropped at the end. `--roles` picks the roles.
 """
 
 from __future__ import annotations
@@ -53,6 +63,16 @@ CREATE TABLE {schema}.events (
 );
 CREATE UNIQUE INDEX ON {schema}.events (notification_id ASC);
 """
+ROLES: dict[str, dict[str, str]] = {
+    "api": {},
+    "writer": {
+        "HUB_RUN_PROJECTIONS": "false",
+        "HUB_RUN_CHECKS": "false",
+        "HUB_RUN_SCHEDULER": "false",
+        "HUB_RUN_WEBHOOKS": "false",
+    },
+}
+"""The hub's settings per case (beside `--hub-env`): all in one process, a publishing node."""
 Call = Callable[[int], Awaitable[None]]
 """One request of a worker, given its sequence number."""
 Opener = Callable[[int], AsyncGenerator[Call, None]]
@@ -352,81 +372,98 @@ async def run(
     hub_env: dict[str, str],
     *,
     workers: int = 1,
+    roles: tuple[str, ...] = tuple(ROLES),
 ) -> dict[str, Any]:
+    """Each role's case at each level, each followed at once by raw inserts at that level:
+    the ratio compares two measurements taken side by side, on a machine whose speed drifts."""
     tag = secrets.token_hex(4)
-    api_schema, raw_schema = f"bench_api_{tag}", f"bench_raw_{tag}"
+    raw_schema = f"bench_raw_{tag}"
+    schemas = [raw_schema]
     admin = await asyncpg.connect(dsn)
-    cases: list[Case] = []
+    pairs: list[tuple[Case, Case]] = []
     try:
         await admin.execute(f'CREATE SCHEMA "{raw_schema}"')
         await admin.execute(RAW_DDL.format(schema=f'"{raw_schema}"'))
-        async with serve_hub(dsn, api_schema, hub_env, workers) as (port, pid):
-            key = await _agency_key(port)
-            for clients in levels:
-                worker = api_worker(port, key, f"c{clients}")
-                commands, batches = await _commit_batches(port)
-                case = await _drive(
-                    "api",
-                    clients,
-                    seconds=seconds,
-                    warmup=warmup,
-                    open_worker=worker,
-                    server_pid=pid,
-                )
-                commands_after, batches_after = await _commit_batches(port)
-                if batches_after > batches:
-                    case.batch = (commands_after - commands) / (batches_after - batches)
-                cases.append(case)
-                async with asyncpg.create_pool(dsn, min_size=clients, max_size=clients) as pool:
-                    raw = raw_worker(pool, raw_schema)
-                    cases.append(
-                        await _drive(
+        for role in roles:
+            api_schema = f"bench_{role}_{tag}"
+            schemas.append(api_schema)
+            async with serve_hub(dsn, api_schema, ROLES[role] | hub_env, workers) as (port, pid):
+                key = await _agency_key(port)
+                for clients in levels:
+                    api = await _drive_api(
+                        role, port, pid, key, clients=clients, seconds=seconds, warmup=warmup
+                    )
+                    async with asyncpg.create_pool(dsn, min_size=clients, max_size=clients) as pool:
+                        raw = await _drive(
                             "raw",
                             clients,
                             seconds=seconds,
                             warmup=warmup,
-                            open_worker=raw,
+                            open_worker=raw_worker(pool, raw_schema),
                             server_pid=None,
                         )
-                    )
+                    pairs.append((api, raw))
     finally:
-        for schema in (api_schema, raw_schema):
+        for schema in schemas:
             await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()
-    return report(cases)
+    return report(pairs)
 
 
-def report(cases: list[Case]) -> dict[str, Any]:
+async def _drive_api(
+    role: str, port: int, pid: int, key: str, *, clients: int, seconds: float, warmup: float
+) -> Case:
+    worker = api_worker(port, key, f"{role}{clients}")
+    commands, batches = await _commit_batches(port)
+    case = await _drive(
+        role,
+        clients,
+        seconds=seconds,
+        warmup=warmup,
+        open_worker=worker,
+        server_pid=pid,
+    )
+    commands_after, batches_after = await _commit_batches(port)
+    if batches_after > batches:
+        case.batch = (commands_after - commands) / (batches_after - batches)
+    return case
+
+
+def _row(case: Case) -> dict[str, Any]:
+    return {
+        "per_second": round(case.rate, 1),
+        "p50_ms": round(case.percentile(0.5), 3),
+        "p99_ms": round(case.percentile(0.99), 3),
+        "median_ms": round(statistics.median(case.latencies) * 1000, 3) if case.latencies else None,
+        "client_cpu": round(case.client_cpu, 3),
+        "server_cpu": round(case.server_cpu, 3),
+        "commit_batch": None if case.batch is None else round(case.batch, 1),
+    }
+
+
+def report(pairs: list[tuple[Case, Case]]) -> dict[str, Any]:
+    """Print and return each (role's case, raw case beside it) and their ratio."""
     print(
         f"{'case':6} {'clients':>7} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'client cpu':>10} {'server cpu':>10} {'batch':>6}"
     )
     result: dict[str, Any] = {}
-    for case in cases:
-        print(
-            f"{case.name:6} {case.clients:7d} {case.rate:9.0f} {case.percentile(0.5):8.2f} "
-            f"{case.percentile(0.99):8.2f} {case.client_cpu:10.0%} "
-            + (f"{case.server_cpu:10.0%}" if case.name == "api" else f"{'':>10}")
-            + (f" {case.batch:6.1f}" if case.batch is not None else "")
-        )
-        result[f"{case.name}_{case.clients}"] = {
-            "per_second": round(case.rate, 1),
-            "p50_ms": round(case.percentile(0.5), 3),
-            "p99_ms": round(case.percentile(0.99), 3),
-            "median_ms": round(statistics.median(case.latencies) * 1000, 3)
-            if case.latencies
-            else None,
-            "client_cpu": round(case.client_cpu, 3),
-            "server_cpu": round(case.server_cpu, 3),
-            "commit_batch": None if case.batch is None else round(case.batch, 1),
-        }
-    for clients in sorted({c.clients for c in cases}):
-        api, raw = result.get(f"api_{clients}"), result.get(f"raw_{clients}")
-        if api and raw and raw["per_second"]:
-            ratio = api["per_second"] / raw["per_second"]
-            result[f"ratio_{clients}"] = round(ratio, 3)
-            target = "  (target >= 1.0)" if clients >= 32 else ""
-            print(f"api/raw with {clients} clients: {ratio:.2f}{target}")
+    for api, raw in pairs:
+        for case in (api, raw):
+            print(
+                f"{case.name:6} {case.clients:7d} {case.rate:9.0f} {case.percentile(0.5):8.2f} "
+                f"{case.percentile(0.99):8.2f} {case.client_cpu:10.0%} "
+                + (f"{case.server_cpu:10.0%}" if case is api else f"{'':>10}")
+                + (f" {case.batch:6.1f}" if case.batch is not None else "")
+            )
+        result[f"{api.name}_{api.clients}"] = _row(api)
+        result[f"raw_beside_{api.name}_{api.clients}"] = _row(raw)
+    for api, raw in pairs:
+        if raw.rate:
+            ratio = api.rate / raw.rate
+            result[f"ratio_{api.name}_{api.clients}"] = round(ratio, 3)
+            target = "  (target >= 1.0)" if api.clients >= 32 else ""
+            print(f"{api.name}/raw with {api.clients} clients: {ratio:.2f}{target}")
     return result
 
 
@@ -446,6 +483,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         help="a setting for the hub (default HUB_LOG_LEVEL=warning; info logs each request)",
     )
     parser.add_argument(
+        "--roles",
+        default=",".join(ROLES),
+        help=f"comma-separated hub roles to measure, of: {', '.join(ROLES)}",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -454,8 +496,20 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     opts = parser.parse_args(args)
     levels = [int(c) for c in opts.clients.split(",") if c.strip()]
     hub_env = dict(item.split("=", 1) for item in opts.hub_env)
+    roles = tuple(r.strip() for r in opts.roles.split(",") if r.strip())
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        parser.error(f"no role {', '.join(unknown)}; there are: {', '.join(ROLES)}")
     return asyncio.run(
-        run(opts.dsn, opts.seconds, opts.warmup, levels, hub_env, workers=opts.workers)
+        run(
+            opts.dsn,
+            opts.seconds,
+            opts.warmup,
+            levels,
+            hub_env,
+            workers=opts.workers,
+            roles=roles,
+        )
     )
 
 
