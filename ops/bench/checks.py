@@ -7,11 +7,15 @@ Both servers run as `hub serve` runs (uvicorn, uvloop, httptools, one worker): t
 fresh schema, and beside it a bare ASGI app that reads the body and returns a fixed JSON
 answer of the same size. The load is the same request mix for both (a tenth of the subjects
 listed), from `wrk` when it is installed, else from a lean client of raw keep-alive asyncio
-connections. Targets: check requests/s at least 0.6 of the bare endpoint's with p99 at most
-1.5 times its p99; 200,000 batch checks/s, each batch of 10,000 distinct subjects (a tenth
-drawn from the listed population, the rest unlisted and never repeated); p99 at most 50 ms
-from a 2xx listing to a check that reflects it; at most 200 bytes of index per active listing
-at 1,000,000 listings.
+connections. Both servers stay up; the HTTP case runs in `--rounds` rounds per side,
+alternating (bare, checks, checks, bare, ...), after the hub's projections have applied the
+listings the bench wrote, and reports each side's medians (a shared machine's load drifts
+within a run) beside every round's figures and the hub's usage-log commits in its rounds.
+Targets: check requests/s at least 0.6 of the bare endpoint's with p99 at most 1.5 times its
+p99; 200,000 batch checks/s, each batch of 10,000 distinct subjects (a tenth drawn from the
+listed population, the rest unlisted and never repeated); p99 at most 50 ms from a 2xx
+listing to a check that reflects it; at most 200 bytes of index per active listing at
+1,000,000 listings.
 Without `--dsn` (or HUB_BENCH_DATABASE_URL) an embedded PostgreSQL is started.
 """
 
@@ -23,8 +27,10 @@ import contextlib
 import gc
 import os
 import random
+import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,8 +210,15 @@ def check_bodies(subjects: list[str]) -> list[bytes]:
 
 
 async def http_case(
-    port: int, key: str, bodies: list[bytes], args: argparse.Namespace, pid: int | None = None
+    port: int,
+    key: str,
+    bodies: list[bytes],
+    args: argparse.Namespace,
+    pid: int | None = None,
+    *,
+    warmup: float | None = None,
 ) -> LoadResult:
+    warmup = args.warmup if warmup is None else warmup
     if args.load == "wrk" or (args.load == "auto" and shutil.which("wrk")):
         return await asyncio.to_thread(
             wrk_load,
@@ -215,7 +228,7 @@ async def http_case(
             bodies,
             clients=args.clients,
             seconds=args.seconds,
-            warmup=args.warmup,
+            warmup=warmup,
             pid=pid,
         )
     return await python_load(
@@ -225,8 +238,86 @@ async def http_case(
         bodies,
         clients=args.clients,
         seconds=args.seconds,
-        warmup=args.warmup,
+        warmup=warmup,
         pid=pid,
+    )
+
+
+async def settle(port: int, within: float = 120.0) -> None:
+    """Wait until the hub's projections have applied the listings `prepare` wrote (no lag in
+    `/metrics`, positions unchanged for a second), so that their catch-up, which the bare
+    server has no counterpart of, does not run inside the measured HTTP rounds."""
+    deadline = time.monotonic() + within
+    last: list[tuple[bytes, bytes]] | None = None
+    while time.monotonic() < deadline:
+        text = await _metrics(port)
+        positions = _POSITION.findall(text)
+        lags = [float(n) for n in _LAG.findall(text)]
+        if positions and positions == last and lags and not any(lags):
+            return
+        last = positions
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"the hub's projections did not settle within {within:.0f} s: {last}")
+
+
+async def _metrics(port: int) -> bytes:
+    conn = await HttpConnection.open(port)
+    try:
+        _, text = await conn.request("GET", "/metrics", "none", b"")
+    finally:
+        conn.close()
+    return text
+
+
+_POSITION = re.compile(rb"^hub_projection_position(\{[^}]*\}) (\S+)$", re.MULTILINE)
+_LAG = re.compile(rb"^hub_(?:projection|check_index)_lag_events(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
+_COMMIT_BUCKET = re.compile(
+    rb'^hub_usage_log_commit_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.MULTILINE
+)
+_RECORDS = re.compile(rb"^hub_usage_log_batch_records_(sum|count) (\S+)$", re.MULTILINE)
+
+
+async def usage_log_state(port: int) -> dict[str, float]:
+    """The hub's usage-log commit histogram from `/metrics`: commits by upper bound, records."""
+    text = await _metrics(port)
+    state = {f"le {le.decode()}": float(n) for le, n in _COMMIT_BUCKET.findall(text)}
+    state |= {f"records {k.decode()}": float(n) for k, n in _RECORDS.findall(text)}
+    return state
+
+
+def commit_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Usage-log commits between two `usage_log_state`s: how many, records per commit, and
+    how many took over 5 ms and over 25 ms (their commits are where a check's tail waits)."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    commits = delta.get("records count", 0.0)
+    return {
+        "commits": commits,
+        "records_per_commit": delta.get("records sum", 0.0) / commits if commits else 0.0,
+        "over_5ms": commits - delta.get("le 0.005", commits),
+        "over_25ms": commits - delta.get("le 0.025", commits),
+    }
+
+
+def median_result(results: list[LoadResult]) -> LoadResult:
+    """One side's rounds as one result: the median of each figure (the requests and seconds
+    of the median-rate round), steadier on a shared machine than any single round."""
+    by_rate = sorted(results, key=lambda r: r.rate)
+    middle = by_rate[(len(by_rate) - 1) // 2] if len(by_rate) % 2 else None
+    cpus = [r.cpu_us_per_request for r in results]
+    cpu = None if None in cpus else statistics.median(c for c in cpus if c is not None)
+    if middle is None:  # an even number of rounds: the two middle ones averaged
+        low, high = by_rate[len(by_rate) // 2 - 1], by_rate[len(by_rate) // 2]
+        requests, seconds = low.requests + high.requests, low.seconds + high.seconds
+    else:
+        requests, seconds = middle.requests, middle.seconds
+    return LoadResult(
+        results[0].tool,
+        requests,
+        seconds,
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+        None if cpu is None else cpu * requests / 1e6,
     )
 
 
@@ -365,14 +456,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="bench-checks-") as tmp:
             workdir = Path(tmp)
             bare_port, bare = bare_server(workdir)
-            with bare as bare_pid:
-                base = await http_case(bare_port, "none", bodies, args, bare_pid)
-                bare_batch = await batch_case(bare_port, "none", batches)
             port, hub = hub_server(dsn, schema, workdir)
             try:
-                with hub as hub_pid:
+                with bare as bare_pid, hub as hub_pid:
                     key = await prepare(port, listed)
-                    checks = await http_case(port, key, bodies, args, hub_pid)
+                    await settle(port)
+                    bare_rounds, check_rounds, commits = [], [], []
+                    # rounds alternate bare, checks, checks, bare, ...: both sides meet the
+                    # same drift of a shared machine; each side warms up in its first round
+                    for n in range(args.rounds):
+                        for side in ("bare", "checks") if n % 2 == 0 else ("checks", "bare"):
+                            warmup = args.warmup if n == 0 else 0.0
+                            if side == "bare":
+                                bare_rounds.append(
+                                    await http_case(
+                                        bare_port, "none", bodies, args, bare_pid, warmup=warmup
+                                    )
+                                )
+                                continue
+                            before = await usage_log_state(port)
+                            check_rounds.append(
+                                await http_case(port, key, bodies, args, hub_pid, warmup=warmup)
+                            )
+                            commits.append(commit_figures(before, await usage_log_state(port)))
+                    bare_batch = await batch_case(bare_port, "none", batches)
                     batch = await batch_case(port, key, batches)
                     seen, plain = await visibility_case(port, key, args.samples)
             finally:
@@ -380,7 +487,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
                 await admin.close()
     per_listing, build = memory_case(args.listings)
+    base, checks = median_result(bare_rounds), median_result(check_rounds)
     result["http"] = {
+        "rounds": [
+            {"bare": b.as_dict(), "checks": c.as_dict(), "usage_log": u}
+            for b, c, u in zip(bare_rounds, check_rounds, commits, strict=True)
+        ],
         "bare": base.as_dict(),
         "checks": checks.as_dict(),
         "ratio": round(checks.rate / base.rate, 3),
@@ -441,7 +553,18 @@ def report(r: dict[str, Any]) -> None:
             "<= 200",
         ),
     ]
-    print(f"load generator: {http['load']}")
+    print(f"load generator: {http['load']}; HTTP rounds (bare and checks alternating):")
+    for n, one in enumerate(http["rounds"]):
+        bare, checks, usage = one["bare"], one["checks"], one["usage_log"]
+        print(
+            f"  round {n}: bare {bare['per_second']:,.0f}/s p99 {bare['p99_ms']:.2f} ms"
+            f" cpu {_maybe(bare['server_cpu_us_per_request'])} us; checks"
+            f" {checks['per_second']:,.0f}/s p99 {checks['p99_ms']:.2f} ms"
+            f" cpu {_maybe(checks['server_cpu_us_per_request'])} us;"
+            f" usage-log commits {usage['commits']:,.0f} of {usage['records_per_commit']:.1f}"
+            f" records, {usage['over_5ms']:.0f} over 5 ms, {usage['over_25ms']:.0f} over 25 ms"
+        )
+    print("HTTP figures below: the median of the rounds, per side")
     print(f"{'figure':44} {'value':>12}  target")
     for name, value, target in rows:
         print(f"{name:44} {value:>12}  {target}")
@@ -450,7 +573,12 @@ def report(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m ops.bench.checks", description=__doc__)
     parser.add_argument("--dsn", default=os.environ.get("HUB_BENCH_DATABASE_URL"))
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per HTTP case")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="measured seconds per HTTP round"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="HTTP rounds per side, alternating (medians kept)"
+    )
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument(
