@@ -45,6 +45,7 @@ from hub.metrics import COMMIT_BATCH, EVENTS_APPENDED
 log = structlog.get_logger(__name__)
 
 FUNCTION = "hub_append_first"
+APPLICATION_NAME = "hub-appender"
 
 
 def function_ddl(schema: str, table: str) -> str:
@@ -109,7 +110,7 @@ class Appender:
         """Open the connections (one per group in flight; not a pool, whose release costs a
         reset round trip per group) and start writing."""
         for _ in range(self.max_inflight):
-            self._connections.put_nowait(await asyncpg.connect(self.database_url))
+            self._connections.put_nowait(await self._connect())
         self._task = asyncio.create_task(self._loop(), name="appender")
 
     async def stop(self) -> None:
@@ -130,6 +131,11 @@ class Appender:
             if connection is not None:
                 with contextlib.suppress(Exception):
                     await connection.close()
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A connection named for `pg_stat_activity` (`application_name`)."""
+        name = f"{APPLICATION_NAME}:{self.schema}"[:63]
+        return await asyncpg.connect(self.database_url, server_settings={"application_name": name})
 
     async def append(self, listing_id: str, state: bytes) -> int | None:
         """Append a new listing's first event: its log position once committed, or None when
@@ -170,7 +176,7 @@ class Appender:
         try:
             if connection is None or connection.is_closed():  # lost with an earlier group
                 connection = None
-                connection = await asyncpg.connect(self.database_url)
+                connection = await self._connect()
             rows = await connection.fetch(
                 self._sql, list(group), self.topic, [item.state for item in group.values()]
             )
