@@ -8,8 +8,10 @@ thread and saves the commands of concurrent requests in one transaction.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +24,7 @@ from hub.credit.domainmodel import Listing
 from schemas.codec import decode_state, encode_state
 
 EVENTS_TABLE = "credit_events"
+_FOUR_BYTES = struct.Struct(">I")
 
 
 class MsgpackTranscoder(Transcoder):
@@ -112,8 +115,8 @@ class CreditApplication(Application[UUID]):
         `events` are (originator id as its 16 bytes, stored state) in the order to append them;
         the answer is their log positions in that order. The rows are those `save()` writes,
         under the same `LOCK TABLE ... IN EXCLUSIVE MODE`, so positions still follow commit
-        order. The COPY is binary and assembled here in one piece: the per-row work is a few
-        byte joins. A primary-key clash (an aggregate already has events) raises IntegrityError
+        order. The COPY is binary and assembled here in one piece, by C-level passes over the
+        rows. A primary-key clash (an aggregate already has events) raises IntegrityError
         and writes nothing.
         """
         if not events:
@@ -128,11 +131,17 @@ class CreditApplication(Application[UUID]):
         middle = b"".join(
             (b"\x00\x00\x00\x08", (1).to_bytes(8, "big"), len(encoded).to_bytes(4, "big"), encoded)
         )
-        parts = [b"PGCOPY\n\xff\r\n\x00", bytes(8)]  # signature, flags, header extension
-        for originator, state in events:
-            parts += (head, originator, middle, len(state).to_bytes(4, "big"), state)
-        parts.append(b"\xff\xff")
-        payload = b"".join(parts)
+        originators, states = zip(*events, strict=True)
+        rows = zip(  # each row's pieces, joined by one C-level pass over all rows
+            repeat(head),
+            originators,
+            repeat(middle),
+            map(_FOUR_BYTES.pack, map(len, states)),
+            states,
+            strict=False,  # the constant pieces repeat without end
+        )
+        signature = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension
+        payload = b"".join((signature, *map(b"".join, rows), b"\xff\xff"))
         columns = "originator_id, originator_version, topic, state"
         try:
             with datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
