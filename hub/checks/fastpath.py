@@ -301,7 +301,15 @@ class Dispatching(Litestar):
             agencies = hub.agencies
             agency = agencies.known(authorization) or await agencies.authenticate(authorization)
             code = agency.code
-            answered, payload, listing_id = await _answer(hub, method, agency, request, started)
+            if method == "check" and request.min_position is None:  # the usual check, inline
+                require_scope(agency, "check")
+                answer, committed = checks.enter(agency, request)
+                payload = _encoder.encode(answer)
+                await committed  # answered only once its record is on disk
+                checks.answered(answer.decision, started)
+                answered, listing_id = 200, None
+            else:
+                answered, payload, listing_id = await _answer(hub, method, agency, request)
         except Exception as exc:  # answered by the app's exception handler, via the route
             http[_ERROR] = (exc, code)  # type: ignore[literal-required]
             await Litestar.__call__(self, scope, _replay(body, http_receive), send)
@@ -358,7 +366,7 @@ class Dispatching(Litestar):
 
 
 async def _answer(
-    hub: Any, method: str, agency: Any, request: Any, started: float
+    hub: Any, method: str, agency: Any, request: Any
 ) -> tuple[int, bytes, str | None]:
     """(status, JSON body, listing id) of a request the dispatcher answers; raises what the
     documented handler would raise."""
@@ -366,15 +374,8 @@ async def _answer(
         require_scope(agency, "publish")
         result, created = await hub.listings.register(agency, request)
         return 201 if created else 200, _encoder.encode(result), result.listing_id
-    require_scope(agency, "check")
-    checks = hub.checks
-    if method == "check" and request.min_position is None:
-        answer, committed = checks.enter(agency, request)
-        payload = _encoder.encode(answer)
-        await committed  # answered only once its record is on disk
-        checks.answered(answer.decision, started)
-        return 200, payload, None
-    return 200, _encoder.encode(await getattr(checks, method)(agency, request)), None
+    require_scope(agency, "check")  # a single check without min_position is answered inline
+    return 200, _encoder.encode(await getattr(hub.checks, method)(agency, request)), None
 
 
 def _decoded(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
