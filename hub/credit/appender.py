@@ -105,10 +105,12 @@ class Appender:
         self._connections: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Open the connections (one per group in flight; not a pool, whose release costs a
         reset round trip per group) and start writing."""
+        self._event_loop = asyncio.get_running_loop()  # once: on 3.11 each call is a getpid()
         for _ in range(self.max_inflight):
             self._connections.put_nowait(await self._connect())
         self._task = asyncio.create_task(self._loop(), name="appender")
@@ -140,9 +142,10 @@ class Appender:
     async def append(self, listing_id: str, state: bytes) -> int | None:
         """Append a new listing's first event: its log position once committed, or None when
         the decision is already in the log (nothing written)."""
-        if self._task is None:
+        loop = self._event_loop
+        if self._task is None or loop is None:
             raise Unavailable("the credit log is not open for writing here", retry_after=1)
-        item = _Item(listing_id, state, asyncio.get_running_loop().create_future())
+        item = _Item(listing_id, state, loop.create_future())
         self._queue.put_nowait(item)
         return await item.future
 
