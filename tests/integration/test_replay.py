@@ -39,6 +39,7 @@ async def fx_hub(db):
     )
     hub = await build_hub(settings, SettableClock(datetime(2025, 3, 3, 2, tzinfo=UTC)))
     await hub.committer.start()
+    await hub.appender.start()  # new listings go through it
     yield hub
     await hub.stop()
 

@@ -47,6 +47,7 @@ async def fx_hub(db, clock):
     )
     hub = await build_hub(settings, clock)
     await hub.committer.start()
+    await hub.appender.start()  # new listings go through it
     yield hub
     await hub.stop()
 
