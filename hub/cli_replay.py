@@ -278,7 +278,8 @@ def register(subparsers: Any) -> None:
         "--memory-rows",
         type=int,
         default=MEMORY_ROWS,
-        help="listings rows a bulk rebuild keeps in memory (per process) before writing out",
+        help="events of changes (all listing events but registrations) a bulk rebuild keeps "
+        "in memory per process; beyond, it folds its listings in more rounds",
     )
     rep.add_argument(
         "--workers",

@@ -1,15 +1,12 @@
 """Helpers of bulk rebuilds (`projections.listings_bulk`): the cyclic garbage collector off,
-a cheaper timestamptz encoding for COPY, and COPYs queued behind the fold."""
+and cheaper timestamptz and uuid codecs for reading the log and COPYing rows."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from projections._runner import Connection
 
@@ -63,40 +60,14 @@ async def fast_timestamps(conn: Connection) -> AsyncIterator[None]:
         await conn.reset_type_codec("timestamptz", schema="pg_catalog")
 
 
-_Copy = tuple[str, list[Any], Sequence[str] | None]
-
-
-class CopyWriter:
-    """COPYs on one connection, one at a time, behind the caller: at most one waits."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.queue: asyncio.Queue[_Copy | None] = asyncio.Queue(maxsize=1)
-        self.task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while (job := await self.queue.get()) is not None:
-            table, records, columns = job
-            await self.conn.copy_records_to_table(table, records=records, columns=columns)
-
-    async def put(self, table: str, records: list[Any], columns: Sequence[str] | None) -> None:
-        """Queue a COPY; waits while one is queued; raises the error of a failed one."""
-        await self._put((table, records, columns))
-
-    async def _put(self, job: _Copy | None) -> None:
-        put = asyncio.ensure_future(self.queue.put(job))
-        await asyncio.wait([put, self.task], return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-        if self.task.done():
-            await self.task  # raises its error; it ends only after `close`
-
-    async def close(self) -> None:
-        """Wait for the queued COPYs."""
-        await self._put(None)
-        await self.task
-
-    async def abandon(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
+@asynccontextmanager
+async def raw_uuids(conn: Connection) -> AsyncIterator[None]:
+    """uuid as its 16 bytes on `conn`, read and written, meanwhile: cheaper to make and to
+    hash than asyncpg's UUID objects (whose hash is computed anew each time)."""
+    await conn.set_type_codec(
+        "uuid", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary"
+    )
+    try:
+        yield
+    finally:
+        await conn.reset_type_codec("uuid", schema="pg_catalog")

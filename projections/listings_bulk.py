@@ -5,14 +5,16 @@ made the way a bulk load is cheap:
 
 1. A fresh table without indexes is created and committed (`listings__rebuild`).
 2. The listings are split by id among `workers` processes (this one and spawned ones): the
-   fold is CPU bound. Each reads the log in pages of positions, its listings' events only, one
-   page ahead, and folds them into rows in memory, a listing's events collapsing into one
-   row. At most `memory_rows` rows stay in memory: beyond, the oldest are written out by
-   binary COPY while the fold goes on. An event whose listing is no longer in memory (written
-   out, or never registered) is not decoded: its position is set aside in a temporary table.
-   Then the events set aside are read back grouped by listing, in one sorted query joined
-   with the rows written out, and each listing's row is folded on and replaced. Each process
-   does this in one transaction of its own.
+   fold is CPU bound. A listing's row is its registration (always its first event: the
+   aggregate's creation, version 1) with its later events applied in log order. So each
+   process reads its listings' events in two sequential scans of the events table (the
+   heap's order, sorted where it matters), a page at a time, one page ahead: first the
+   events that change a listing (objections, amendments, delistings, ...), kept undecoded
+   by listing; then the registrations, a COPY a page, each row made (its changes applied)
+   as COPY asks for it, and so encoded while still in the processor's cache. Only the
+   changes stay in memory: when they outgrow `memory_rows`, the process halves the share it
+   is reading (by a hash of the id) and folds the other half in a later round of the same
+   two passes. The rows go in by one transaction per process.
 3. The live table's indexes are built on the fresh one, each once over all rows, two at a
    time; then one transaction drops the live table, gives the fresh one its constraints, its
    name and the index names, and records the position, so the live runner continues after it.
@@ -25,17 +27,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
-from itertools import islice
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
-from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from projections._bulk import CopyWriter, fast_timestamps, no_gc
+from projections._bulk import fast_timestamps, no_gc, raw_uuids
 from projections._child import environment, python
-from projections._runner import EVENTS_TABLE, Connection
+from projections._runner import Connection
 from projections.listings import (
     _LISTING_TOPICS,
     _REGISTRATIONS,
@@ -44,37 +44,118 @@ from projections.listings import (
     _decode_registration,
     _new_row,
 )
-from projections.replay import build_indexes, fresh_table, log_pages, swap_in
+from projections.replay import PARTS, build_indexes, fresh_table, id_hash, log_scan, swap_in
 from schemas import events as ev
 
 MEMORY_ROWS = 200_000
-"""Rows a process keeps in memory by default (its peak is about 0.5 GB: rows of listings take
-about 1 kB each in Python, and up to half as many again wait for their COPY)."""
-PAGE_SIZE = 50_000
-_SPILL = 50_000
-_COLUMNS = ", ".join(COLUMNS)
+"""Events of changes (all listing events but registrations) a process keeps in memory by
+default, undecoded (a few hundred bytes each); the rows themselves are written out a page at
+a time."""
+PAGE_SIZE = 10_000
+"""Events read at a time (and as many again on their way)."""
+_CHANGES = [t for t in _LISTING_TOPICS if t not in _REGISTRATIONS]
+_REGISTERED = sorted(_REGISTRATIONS)
+_CHANGES_SHARE = 0.2
+"""The part of a round's progress that the pass over the changes counts for."""
+
+_Changes = dict[bytes, list[tuple[int, str, bytes]]]
+"""Events of changes, (position, topic, state) in log order, by listing id (its bytes)."""
 
 
-def _fold_page(page: list[asyncpg.Record], rows: dict[UUID, Any], aside: list[tuple[int]]) -> None:
-    """Fold a page of (position, listing id, topic, state) into `rows`; the positions of
-    events whose listing is not in `rows` go to `aside`, undecoded."""
-    registrations, decode = _REGISTRATIONS, ev.decode_payload
-    for position, listing_id, topic, state in page:
-        if topic in registrations:
-            rows[listing_id] = _new_row(listing_id, position, _decode_registration(state))
+class _Share:
+    """The listings a process folds, as partitions (k, n) of `id_hash`: the one it folds now
+    and those it has put off; and how much of its share is folded, for the progress shown
+    (as a position up to `upto`)."""
+
+    def __init__(self, partition: tuple[int, int], upto: int) -> None:
+        self.current = partition
+        self.later: list[tuple[int, int]] = []
+        self.upto = upto
+        self._whole = partition[1]
+        self._done = 0.0
+
+    def halve(self) -> bool:
+        """Fold only half of the current partition now, the other half later; False when
+        it cannot be split further."""
+        k, n = self.current
+        if 2 * n > PARTS:
+            return False
+        self.current = (k, 2 * n)
+        self.later.append((k + n, 2 * n))
+        return True
+
+    def has(self, listing_id: bytes) -> bool:
+        k, n = self.current
+        return id_hash(listing_id) % n == k
+
+    def next(self) -> bool:
+        """The current partition is folded: go on with one put off; False when none is."""
+        self._done += self._whole / self.current[1]
+        if not self.later:
+            return False
+        self.current = self.later.pop()
+        return True
+
+    def reached(self, part: float) -> int:
+        """The position to show with `part` (0 to 1) of the current partition folded."""
+        return int(self.upto * min(1.0, self._done + part * self._whole / self.current[1]))
+
+
+async def _read_changes(
+    reader: Connection,
+    share: _Share,
+    *,
+    memory_rows: int,
+    page_size: int,
+    progress: Callable[[int], None] | None,
+) -> _Changes:
+    """Pass 1: the events of changes of the current partition, by listing; the partition is
+    halved (the changes read of the other half dropped) while they outgrow `memory_rows`."""
+    changes: _Changes = {}
+    held = 0
+    halved = False
+    async for reached, page in log_scan(reader, share.upto, _CHANGES, page_size, share.current):
+        for position, listing_id, topic, state in page:
+            if halved and not share.has(listing_id):  # in the partition before halving
+                continue
+            events = changes.get(listing_id)
+            if events is None:
+                changes[listing_id] = [(position, topic, state)]
+            else:
+                events.append((position, topic, state))
+            held += 1
+        while held > memory_rows and share.halve():
+            halved = True
+            changes = {key: events for key, events in changes.items() if share.has(key)}
+            held = sum(map(len, changes.values()))
+        if progress is not None:
+            progress(share.reached(_CHANGES_SHARE * reached / share.upto))
+    return changes
+
+
+def _rows(page: list[asyncpg.Record], changes: _Changes) -> Iterator[Any]:
+    """The rows of a page of registrations, each made from its registration with its
+    changes applied (and dropped from `changes`) when COPY asks for it: COPY encodes it while
+    it is still in the processor's cache."""
+    decode, decode_change = _decode_registration, ev.decode_payload
+    for position, listing_id, _, state in page:
+        row = _new_row(listing_id, position, decode(state))
+        events = changes.pop(listing_id, None) if changes else None
+        if events is None:
+            yield row
             continue
-        row = rows.get(listing_id)
-        if row is None:
-            aside.append((position,))
-            continue
-        if type(row) is tuple:
-            row = rows[listing_id] = list(row)
-        _apply(row, position, decode(topic, state))
+        changed = list(row)
+        if len(events) > 1:
+            events.sort()  # read in the heap's order: about, not exactly, the log's
+        for at, topic, change in events:
+            if at > position:
+                _apply(changed, at, decode_change(topic, change))
+        yield changed
 
 
 async def _fold_log(
     reader: Connection,
-    writer: CopyWriter,
+    conn: Connection,
     table: str,
     upto: int,
     *,
@@ -82,61 +163,24 @@ async def _fold_log(
     memory_rows: int,
     page_size: int,
     progress: Callable[[int], None] | None,
-) -> tuple[int, int]:
-    """Phase 1: fold the log up to `upto` into `table` through `writer`; returns the events
-    read and the events set aside."""
-    rows: dict[UUID, Any] = {}
-    aside: list[tuple[int]] = []
-    read = set_aside = 0
-    async for page in log_pages(reader, upto, list(_LISTING_TOPICS), page_size, partition):
-        _fold_page(page, rows, aside)
-        read += len(page)
-        if len(rows) > memory_rows:
-            oldest = list(islice(rows, len(rows) - memory_rows // 2))
-            await writer.put(table, [rows.pop(key) for key in oldest], COLUMNS)
-        if len(aside) >= _SPILL:
-            set_aside += len(aside)
-            await writer.put("_listings_set_aside", aside, None)
-            aside = []
-        if progress is not None:
-            progress(page[-1][0])
-    if rows:
-        await writer.put(table, list(rows.values()), COLUMNS)
-    if aside:
-        set_aside += len(aside)
-        await writer.put("_listings_set_aside", aside, None)
-    return read, set_aside
-
-
-async def _fold_set_aside(conn: Connection, table: str, page_size: int) -> None:
-    """Phase 2: fold the events set aside into the rows they belong to, listing by listing;
-    each row is replaced (found by its ctid: the table has no index yet). PostgreSQL cursors
-    are insensitive: the rows replaced do not come back through the open cursor."""
-    await conn.execute("SET LOCAL work_mem = '256MB'")  # group the events in memory
-    await conn.execute(
-        f"DECLARE _listings_tail NO SCROLL CURSOR FOR SELECT l.ctid, {_COLUMNS}, g.positions, "
-        "g.topics, g.states FROM (SELECT e.originator_id AS id, "
-        "array_agg(e.notification_id ORDER BY e.notification_id) AS positions, "
-        "array_agg(e.topic ORDER BY e.notification_id) AS topics, "
-        "array_agg(e.state ORDER BY e.notification_id) AS states "
-        f"FROM _listings_set_aside a JOIN {EVENTS_TABLE} e ON e.notification_id = a.position "
-        f"GROUP BY e.originator_id) g JOIN {table} l ON l.listing_id = g.id"
-    )
-    end = len(COLUMNS) + 1
-    while records := await conn.fetch(f"FETCH {page_size} FROM _listings_tail"):
-        patched = []
-        for record in records:
-            row = list(record[1:end])
-            for position, topic, state in zip(*record[end:], strict=True):
-                if topic in _REGISTRATIONS:
-                    row = list(_new_row(row[0], position, _decode_registration(state)))
-                else:
-                    _apply(row, position, ev.decode_payload(topic, state))
-            patched.append(row)
-        stale = [record[0] for record in records]
-        await conn.execute(f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])", stale)
-        await conn.copy_records_to_table(table, records=patched, columns=COLUMNS)
-    await conn.execute("CLOSE _listings_tail")
+) -> int:
+    """Fold the log up to `upto` into `table` on `conn`, round by round, a COPY a page;
+    returns the events read."""
+    share = _Share(partition, upto)
+    read = 0
+    while True:
+        changes = await _read_changes(
+            reader, share, memory_rows=memory_rows, page_size=page_size, progress=progress
+        )
+        read += sum(map(len, changes.values()))
+        # Pass 2: the registrations of the partition, made into rows
+        async for reached, page in log_scan(reader, upto, _REGISTERED, page_size, share.current):
+            read += len(page)
+            await conn.copy_records_to_table(table, records=_rows(page, changes), columns=COLUMNS)
+            if progress is not None:
+                progress(share.reached(_CHANGES_SHARE + (1 - _CHANGES_SHARE) * reached / upto))
+        if not share.next():
+            return read
 
 
 async def _load_partition(
@@ -150,30 +194,18 @@ async def _load_partition(
     page_size: int,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Phases 1 and 2 for the listings of one partition, in one transaction on `conn`."""
-    async with fast_timestamps(conn), conn.transaction():
-        await conn.execute(
-            "CREATE TEMP TABLE _listings_set_aside (position bigint NOT NULL) ON COMMIT DROP"
+    """Fold and load the listings of one partition, in one transaction on `conn`."""
+    async with raw_uuids(reader), raw_uuids(conn), fast_timestamps(conn), conn.transaction():
+        return await _fold_log(
+            reader,
+            conn,
+            table,
+            upto,
+            partition=partition,
+            memory_rows=max(memory_rows, 1),
+            page_size=page_size,
+            progress=progress,
         )
-        writer = CopyWriter(conn)
-        try:
-            read, set_aside = await _fold_log(
-                reader,
-                writer,
-                table,
-                upto,
-                partition=partition,
-                memory_rows=max(memory_rows, 2),
-                page_size=page_size,
-                progress=progress,
-            )
-            await writer.close()
-        except BaseException:
-            await writer.abandon()
-            raise
-        if set_aside:
-            await _fold_set_aside(conn, table, page_size)
-    return read
 
 
 class _Job(NamedTuple):

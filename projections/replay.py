@@ -162,50 +162,61 @@ async def restore_indexes(conn: Connection, definitions: Sequence[str]) -> None:
         await conn.execute(definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
 
 
-# Bulk rebuilds (`projections.listings_bulk`) read the log in large pages, one page ahead, and
-# load a fresh table without indexes that replaces the live one at the end, in one transaction.
+# Bulk rebuilds (`projections.listings_bulk`) read the log in one scan per pass, in chunks, one
+# chunk ahead, and load a fresh table without indexes that replaces the live one at the end.
 
-_PAGE = (
+_SCAN = (
     f"SELECT notification_id, originator_id, topic, state FROM {EVENTS_TABLE} "
-    "WHERE notification_id > $1 AND notification_id <= $2 AND topic = ANY($3::text[]) "
-    "AND get_byte(uuid_send(originator_id), 15) % $4 = $5 ORDER BY notification_id"
+    "WHERE notification_id <= $1 AND topic = ANY($2::text[]) "
+    "AND (get_byte(uuid_send(originator_id), 14) * 256 "
+    "+ get_byte(uuid_send(originator_id), 15)) % $3 = $4"
 )
-"""A page is a range of positions, not a count of rows: with the filters, a row count
-would lead the planner to sort the whole table for every page."""
+"""No order: a sequential scan of the table is the cheapest way through the log, and the
+heap holds the events in about the order of their positions."""
+
+PARTS = 65536
+"""Partitions of aggregates go by the last two bytes of their id (`id_hash`): at most this
+many."""
 
 
-async def log_pages(
+def id_hash(aggregate_id: bytes) -> int:
+    """The number `log_scan` partitions an aggregate by: its id's (16 bytes) last two."""
+    return int.from_bytes(aggregate_id[14:], "big")
+
+
+async def log_scan(
     conn: Connection,
     upto: int,
     topics: Sequence[str],
-    page_size: int,
+    chunk: int,
     partition: tuple[int, int] = (0, 1),
-) -> AsyncIterator[list[asyncpg.Record]]:
-    """(position, originator id, topic, state) records of `topics` up to `upto`, in log order,
-    in pages of at most `page_size` positions; the next page is requested before this one is
-    handed over, so PostgreSQL reads it while the caller folds. `partition` (k, n): only the
-    aggregates whose id's last byte is k modulo n (an aggregate's events are all in one)."""
-    wanted = list(topics)
+) -> AsyncIterator[tuple[int, list[asyncpg.Record]]]:
+    """(position reached, about, records) chunks of (position, originator id, topic, state)
+    of `topics` up to `upto`, in no particular order (about the log's), at most `chunk` at a
+    time, from one scan of the events table in a read-only transaction on `conn`; the next
+    chunk is requested before this one is handed over, so PostgreSQL reads it while the
+    caller folds. `partition` (k, n): only the aggregates whose `id_hash` is k modulo n (an
+    aggregate's events are all in one)."""
     k, n = partition
-
-    def fetch(after: int) -> asyncio.Future[list[asyncpg.Record]]:
-        until = min(upto, after + page_size)
-        return asyncio.ensure_future(conn.fetch(_PAGE, after, until, wanted, n, k))
-
-    after = 0
-    pending = fetch(after) if after < upto else None
-    try:
-        while pending is not None:
-            rows = await pending
-            after = min(upto, after + page_size)
-            pending = fetch(after) if after < upto else None
-            if rows:
-                yield rows
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
-                await pending
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # the whole result is wanted (not a fast start), from the table's first page on
+        await conn.execute("SET LOCAL cursor_tuple_fraction = 1")
+        await conn.execute("SET LOCAL synchronize_seqscans = off")
+        cursor = await conn.cursor(_SCAN, upto, list(topics), n, k)
+        pending: asyncio.Future[list[asyncpg.Record]] | None = None
+        reached = 0
+        try:
+            pending = asyncio.ensure_future(cursor.fetch(chunk))
+            while rows := await pending:
+                pending = asyncio.ensure_future(cursor.fetch(chunk))
+                reached = max(reached, rows[-1][0])
+                yield reached, rows
+            pending = None
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
+                    await pending
 
 
 _DEPENDENTS = """
