@@ -103,10 +103,11 @@ async def rebuild(
     batch_size: int,
     bulk: Bulk | None = None,
     progress: Callable[[int], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[int, int]:
     """What `hub replay NAME` does once it holds the projection's lock: rebuild the read model
     from position 0 up to the log's head; (events applied, position). `progress` is called
-    with the position reached."""
+    with the position reached; a bulk rebuild puts the seconds of its steps in `timings`."""
     bulk = bulk or Bulk()
     runner = ProjectionRunner(pool, projection, batch_size=batch_size)
     await runner.setup()
@@ -121,6 +122,7 @@ async def rebuild(
             workers=bulk.workers,
             memory_rows=bulk.memory_rows,
             progress=progress,
+            timings=timings,
         )
         return applied, head
     async with pool.acquire() as conn:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -287,6 +288,20 @@ class RebuildError(RuntimeError):
     """A worker process of a bulk rebuild failed."""
 
 
+class _Clock:
+    """Seconds between laps, into `timings` (when given)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = now - self.last
+        self.last = now
+
+
 def default_workers() -> int:
     """Processes for a bulk rebuild: the fold is CPU bound, PostgreSQL needs a core too."""
     return max(1, min(4, (os.cpu_count() or 1)))
@@ -302,18 +317,22 @@ async def rebuild_listings(
     memory_rows: int = MEMORY_ROWS,
     page_size: int = PAGE_SIZE,
     progress: Callable[[int], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> int:
     """Rebuild `listings` from the log up to position `upto` and record `upto` as the
     position of projection `name`; returns the listing events read.
 
     With `workers` > 1 (and the `dsn` to connect with, in the pool's search path), the
     listings are split by id among that many processes, this one included, each folding and
-    loading its share with at most `memory_rows` rows in memory. The fresh table is swapped
-    in, and the position recorded, in one transaction at the end; a failure leaves the live
-    table as it was. The caller holds the projection's advisory lock (no live runner applies
-    meanwhile) and chooses `upto` at most the log's head: ids follow commit order, so every
-    event up to it is committed and the live runner continues after it."""
+    loading its share with at most `memory_rows` events of changes in memory. The fresh
+    table is swapped in, and the position recorded, in one transaction at the end; a
+    failure leaves the live table as it was. The caller holds the projection's advisory
+    lock (no live runner applies meanwhile) and chooses `upto` at most the log's head: ids
+    follow commit order, so every event up to it is committed and the live runner continues
+    after it. `timings`, when given, receives the seconds of each step: `load`, `indexes`
+    and `swap`."""
     workers = max(1, workers if dsn is not None else 1)
+    clock = _Clock(timings)
     async with pool.acquire() as conn:
         table = await fresh_table(conn, "listings")
         search_path = await conn.fetchval("SELECT current_setting('search_path')")
@@ -336,7 +355,9 @@ async def rebuild_listings(
                 )
         for worker in others:
             read += await worker.result()
+        clock.lap("load")
         swap = await build_indexes(pool, "listings", table, parallel=workers)
+        clock.lap("indexes")
         async with pool.acquire() as conn, conn.transaction():
             await swap_in(conn, swap)
             await conn.execute(
@@ -344,6 +365,7 @@ async def rebuild_listings(
                 name,
                 upto,
             )
+        clock.lap("swap")
     except BaseException:
         for worker in others:
             await worker.stop()

@@ -11,8 +11,8 @@ Fills a fresh schema's `credit_events` (created by `CreditApplication`) with EVE
   (the live path, in batches of N);
 - `hub replay`: what `hub replay listings` does once it holds the lock
   (`hub.cli_replay.rebuild`): the bulk rebuild into a fresh table, its indexes built at the
-  end and the table swapped in, in `--workers` processes with at most `--memory-rows` rows
-  in memory each (the command's defaults unless given). Its result is checked against the
+  end and the table swapped in, in `--workers` processes with at most `--memory-rows` events
+  of changes in memory each (the command's defaults unless given). Its result is checked against the
   runner's (digests).
 
 Reports events per second and each replay's ratio to `raw` (target: at least 0.5). The
@@ -139,8 +139,12 @@ async def _runner(pool: asyncpg.Pool, batch: int) -> int:
     return await runner.catch_up()
 
 
-async def _hub_replay(pool: asyncpg.Pool, batch: int, bulk: Bulk) -> int:
-    applied, _ = await rebuild(pool, ListingsProjection(), batch_size=batch, bulk=bulk)
+async def _hub_replay(
+    pool: asyncpg.Pool, batch: int, bulk: Bulk, timings: dict[str, float] | None = None
+) -> int:
+    applied, _ = await rebuild(
+        pool, ListingsProjection(), batch_size=batch, bulk=bulk, timings=timings
+    )
     return applied
 
 
@@ -180,7 +184,8 @@ async def run(
             await _timed("raw", results, _raw(pool, batch))
             await _timed("runner", results, _runner(pool, batch))
             by_runner = await _digest(pool)
-            await _timed("hub replay", results, _hub_replay(pool, batch, bulk))
+            steps: dict[str, float] = {}
+            await _timed("hub replay", results, _hub_replay(pool, batch, bulk, steps))
             if await _digest(pool) != by_runner:
                 raise AssertionError("the bulk rebuild differs from the runner's read model")
             await _timed("raw (again)", results, _raw(pool, batch))
@@ -192,12 +197,15 @@ async def run(
     raw = max(results["raw"]["per_second"], results["raw (again)"]["per_second"])
     print(
         f"\nreplay of {n:,} events, batches of {batch:,}; bulk rebuild in {workers} "
-        f"process(es), at most {memory_rows:,} rows in memory each (target: replay >= 0.5 x raw)"
+        f"process(es), at most {memory_rows:,} change events in memory each "
+        "(target: replay >= 0.5 x raw)"
     )
     print(f"{'path':14} {'seconds':>9} {'events/s':>12} {'x raw':>7}")
     for label, row in results.items():
         row["ratio"] = round(row["per_second"] / raw, 3)
         print(f"{label:14} {row['seconds']:9.2f} {row['per_second']:12,.0f} {row['ratio']:7.3f}")
+    results["hub replay"]["steps"] = {k: round(v, 2) for k, v in steps.items()}
+    print("hub replay steps (s): " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
     return results
 
 
