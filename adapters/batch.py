@@ -19,6 +19,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from itertools import repeat
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -426,3 +427,161 @@ def to_template_row(record: BatchRecord) -> list[object]:
         _day_or_instant(record.effective_from, end=False),
         _day_or_instant(record.effective_until, end=True),
     ]
+
+
+# -- the columnar path: a chunk of text rows as columns --------------------------------------
+#
+# `parse_columns` gives, for the plain rows of a chunk (every cell text, no NUL, the subject a
+# canonical USCC, names, codes and dates as the template has them), the same listing that
+# `parse_row` gives, held as columns: each step is one C-level pass over a column (`map`,
+# `all`, one `msgspec.convert` for the constraints) instead of Python work per row. The other
+# rows go through `parse_records`, row by row, exactly as before.
+
+
+@dataclass(slots=True)
+class Columns:
+    """Plain rows of a chunk, parsed: index i of every list is one row (`listing(i)`)."""
+
+    rows: list[int]
+    authority: list[str]  # "" where the row leaves 认定部门 empty
+    subject_id: list[str]
+    name: list[str]
+    list_name: list[str]
+    domain: list[str]
+    decision_no: list[str]
+    legal_basis: list[str]
+    facts: list[str]
+    region: list[str]
+    effective_from: list[datetime]
+    effective_until: list[datetime | None]
+    severity: list[str | None]
+    intent: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def listing(self, i: int) -> NewListing:
+        """Row i as the `NewListing` that `parse_row` makes of it."""
+        return NewListing(
+            subject=SubjectRef(self.subject_id[i], self.name[i]),
+            list=self.list_name[i],  # type: ignore[arg-type]  # checked against ListName
+            domain=self.domain[i],
+            basis=Basis(self.decision_no[i], self.legal_basis[i], self.facts[i]),
+            region=self.region[i],
+            effective_from=self.effective_from[i],
+            effective_until=self.effective_until[i],
+            severity=self.severity[i],  # type: ignore[arg-type]  # checked against Severity
+            intent=self.intent[i],  # type: ignore[arg-type]  # checked against Intent
+        )
+
+    def select(self, keep: Sequence[int]) -> Columns:
+        """The rows at these indexes, in this order."""
+        return Columns(*([column[i] for i in keep] for column in self._columns()))
+
+    def _columns(self) -> tuple[list[Any], ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+
+_COLUMN_CHECKS = msgspec.defstruct(
+    "_ColumnChecks",
+    [(name, list[hint]) for name, hint in _fields_of(_Checked).items()],  # type: ignore[valid-type]
+    array_like=True,
+    gc=False,
+)
+"""`_Checked` by columns: one `msgspec.convert` checks every value of a chunk."""
+_MISSING: Final = object()
+
+
+def _texts(column: Sequence[object], bad: set[int]) -> list[str]:
+    """A column's cells stripped; None is empty, and other values (XLSX numbers and dates)
+    are too, their rows added to `bad`."""
+    try:
+        return [*map(_strip, column)]  # type: ignore[arg-type]
+    except TypeError:
+        bad.update(i for i, v in enumerate(column) if v is not None and not isinstance(v, str))
+        return [v.strip() if isinstance(v, str) else "" for v in column]
+
+
+def _mark(values: Sequence[object], bad: set[int], *, wrong: object) -> None:
+    """Add to `bad` the rows whose value is `wrong`, if any is."""
+    if wrong in set(values):  # (hashing each value once beats comparing it with `wrong`)
+        bad.update(i for i, v in enumerate(values) if v is wrong)
+
+
+def _instants(column: list[str], bad: set[int], *, end: bool) -> list[Any]:
+    """The column as instants (`_to_instant`, once per distinct value), None where empty;
+    rows whose value is not a date are added to `bad`."""
+    known: dict[str, Any] = {"": None}
+    for text in set(column) - {""}:
+        try:
+            known[text] = _to_instant(text, end=end)
+        except ValueError:
+            known[text] = _MISSING
+    values = [*map(known.__getitem__, column)]
+    _mark(values, bad, wrong=_MISSING)
+    return values
+
+
+def parse_columns(
+    numbers: Sequence[int], records: Sequence[Sequence[object]]
+) -> tuple[Columns, list[ParsedRow | list[RowError]]]:
+    """`parse_row` for a chunk of rows in `HEADERS` order: the plain rows as `Columns` (in
+    order), every other row as `parse_row` answers it (in order, by `parse_records`)."""
+    if not records or {*map(len, records)} != {len(HEADERS)}:
+        return Columns(*([] for _ in HEADERS)), parse_records([*zip(numbers, records, strict=True)])
+    bad: set[int] = set()
+    (name, uscc, _, lst, authority, basis, decision, facts, domain, severity, intent, region,
+     start, until) = [_texts(column, bad) for column in zip(*records, strict=True)]  # fmt: skip
+    for column in (name, lst, basis, decision, facts, domain, region, start, uscc):
+        if not all(column):  # a value is missing: parse_row says which
+            bad.update(i for i, v in enumerate(column) if not v)
+    for column in (name, basis, decision, facts):
+        if "\x00" in "".join(column):  # the rules refuse it; `parse_records` keeps the row
+            bad.update(i for i, v in enumerate(column) if "\x00" in v)
+    canonical = [*map(is_canonical_uscc, uscc)]
+    _mark(canonical, bad, wrong=False)  # identity numbers, other spellings, bad codes
+    lists = [*map(_LIST_CODES.get, lst)]
+    _mark(lists, bad, wrong=None)
+    severities = [*map(_SEVERITY_CODES.get, severity, repeat(_MISSING))]
+    _mark(severities, bad, wrong=_MISSING)
+    intents = [*map(_INTENT_CODES.get, intent, repeat(_MISSING))]
+    _mark(intents, bad, wrong=_MISSING)
+    parsed = Columns(
+        [*numbers],
+        authority,
+        [*map("uscc:".__add__, uscc)],
+        name,
+        lists,  # type: ignore[arg-type]  # None only in bad rows
+        [*map(DOMAINS.get, domain, domain)],  # a code, or the text
+        decision,
+        basis,
+        facts,
+        region,
+        _instants(start, bad, end=False),
+        _instants(until, bad, end=True),
+        severities,  # type: ignore[arg-type]  # _MISSING only in bad rows
+        intents,  # type: ignore[arg-type]  # same
+    )
+    if bad:
+        parsed = parsed.select([i for i in range(len(records)) if i not in bad])
+    try:  # each distinct value once: most columns hold a few values many times
+        msgspec.convert(_check_order(parsed, distinct=True), _COLUMN_CHECKS)
+    except msgspec.ValidationError:  # some row breaks a constraint: parse_row says how
+        rows = [*zip(*_check_order(parsed), strict=True)]
+        failed = {i for i, row in enumerate(rows) if _checked_or_none(row) is None}
+        where = {number: i for i, number in enumerate(numbers)}
+        bad.update(where[parsed.rows[i]] for i in failed)
+        parsed = parsed.select([i for i in range(len(parsed)) if i not in failed])
+    return parsed, parse_records([(numbers[i], records[i]) for i in sorted(bad)])
+
+
+def _check_order(parsed: Columns, *, distinct: bool = False) -> list[list[Any]]:
+    """The columns in `_Checked`'s field order; `distinct`: those other than the subject,
+    the name and the decision number (which differ from row to row) with each value once."""
+    few: Callable[[list[Any]], list[Any]] = (lambda c: [*set(c)]) if distinct else list
+    return [
+        parsed.subject_id, parsed.name, few(parsed.list_name), few(parsed.domain),
+        parsed.decision_no, few(parsed.legal_basis), few(parsed.facts), few(parsed.region),
+        few(parsed.effective_from), few(parsed.effective_until), few(parsed.severity),
+        few(parsed.intent),
+    ]  # fmt: skip

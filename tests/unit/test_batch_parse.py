@@ -9,7 +9,7 @@ from datetime import date, datetime
 import pytest
 
 from adapters import batch
-from adapters.batch import HEADERS, parse_records, parse_row
+from adapters.batch import HEADERS, ParsedRow, parse_columns, parse_records, parse_row
 from schemas.identifiers import (
     cnid_check_char,
     make_uscc,
@@ -105,3 +105,35 @@ def test_plain_rows_take_the_fast_path(monkeypatch):
     variants = [{}, VARIANTS[9], VARIANTS[10], VARIANTS[11], VARIANTS[14], VARIANTS[18]]
     records = [(n, good(**variants[n % len(variants)])) for n in range(2, 50)]
     assert len(parse_records(records)) == len(records)
+
+
+def _by_columns(records):
+    """`parse_columns` as a list of what `parse_row` answers, in row order."""
+    columns, others = parse_columns([n for n, _ in records], [v for _, v in records])
+    answers = {
+        row: ParsedRow(row, columns.authority[i] or None, columns.listing(i))
+        for i, row in enumerate(columns.rows)
+    }
+    answers.update({o.row if isinstance(o, ParsedRow) else o[0].row: o for o in others})
+    assert len(answers) == len(records)
+    return [answers[n] for n, _ in records], len(columns)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[str(i) for i in range(len(VARIANTS))])
+def test_columns_parse_as_parse_row(variant):
+    records = [(n, good(**variant)) for n in range(2, 6)]
+    records.insert(2, (9, good()))  # a good neighbour in the same chunk
+    expected = [parse_row(n, dict(zip(HEADERS, v, strict=True))) for n, v in records]
+    assert _by_columns(records)[0] == expected
+
+
+def test_columns_keep_order_and_take_the_plain_rows():
+    records = [(n + 2, good(**VARIANTS[n % len(VARIANTS)])) for n in range(300)]
+    expected = [parse_row(n, dict(zip(HEADERS, v, strict=True))) for n, v in records]
+    parsed, plain = _by_columns(records)
+    assert parsed == expected
+    assert plain >= 100  # the plain variants' rows took the columns
+
+
+def test_columns_of_an_empty_chunk():
+    assert _by_columns([]) == ([], 0)
