@@ -12,6 +12,7 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from itertools import chain, islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Literal, Self
@@ -69,21 +70,25 @@ def read_rows(
         book.close()
 
 
-def _records(lines: Iterator[Sequence[Any]], *, text: bool) -> Iterator[tuple[int, Sequence[Any]]]:
+def _records(
+    lines: Iterator[Sequence[Any]], *, text: bool, header: list[str] | None = None, start: int = 2
+) -> Iterator[tuple[int, Sequence[Any]]]:
     """`_rows` with each row's cells in `HEADERS` order (None for a column the file lacks).
 
     `text`: every cell is a string (CSV), so a blank row is one whose cells join to blanks.
+    `header`: given when `lines` start after it, their first row being number `start`.
     """
-    try:
-        header = _header(next(lines))
-    except StopIteration:
-        raise BatchFileError("the file is empty: it has no header row") from None
-    check_header(header)
+    if header is None:
+        try:
+            header = _header(next(lines))
+        except StopIteration:
+            raise BatchFileError("the file is empty: it has no header row") from None
+        check_header(header)
     width = len(header)
     where = {h: i for i, h in enumerate(header) if h in HEADERS}  # the last of a repeated one
     pick = itemgetter(*(where.get(h, width) for h in HEADERS))  # `width`: the None appended
     as_is = header == list(HEADERS)  # the template itself: the cells are the record
-    for number, cells in enumerate(lines, start=2):
+    for number, cells in enumerate(lines, start=start):
         if text:
             if not "".join(cells).strip():
                 continue
@@ -98,22 +103,136 @@ def _records(lines: Iterator[Sequence[Any]], *, text: bool) -> Iterator[tuple[in
             yield number, pick([*cells[:width], *([None] * (width - len(cells))), None])
 
 
-def read_records(
-    path: Path, *, fmt: str | None = None, encoding: str = "utf-8-sig"
-) -> Iterator[tuple[int, Sequence[Any]]]:
+Chunk = tuple[list[int], list[Sequence[Any]]]
+"""Rows as (their row numbers, their cells in `HEADERS` order)."""
+
+
+class Records:
+    """`read_rows` with each row's values in `HEADERS` order, as `parse_records` takes them:
+    iterate for `(row number, cells)`, or take `chunks()` of rows, which reads a CSV file a
+    block at a time (`str.split` where the text has no quotes, the csv module from the first
+    quote on: the same rows)."""
+
+    def __init__(self, path: Path, *, fmt: str | None = None, encoding: str = "utf-8-sig") -> None:
+        self.path = path
+        self.fmt = file_format(path, fmt)
+        self.encoding = encoding
+
+    def __iter__(self) -> Iterator[tuple[int, Sequence[Any]]]:
+        if self.fmt == "csv":
+            with self.path.open(newline="", encoding=self.encoding) as handle:
+                yield from _records(iter(csv.reader(handle)), text=True)
+            return
+        with _workbook(self.path) as book:
+            yield from _records(book.worksheets[0].iter_rows(values_only=True), text=False)
+
+    def chunks(self, sizes: Iterator[int]) -> Iterator[Chunk]:
+        """The non-blank rows, `next(sizes)` rows at a time (fewer at the end)."""
+        if self.fmt != "csv":
+            yield from _chunked(iter(self), sizes)
+            return
+        with self.path.open(newline="", encoding=self.encoding) as handle:
+            reader = csv.reader(handle)
+            try:
+                header = _header(next(reader))
+            except StopIteration:
+                raise BatchFileError("the file is empty: it has no header row") from None
+            check_header(header)
+            if header != list(HEADERS):  # columns in another order: row by row
+                yield from _chunked(_records(reader, text=True, header=header), sizes)
+                return
+            yield from _csv_chunks(handle, sizes)
+
+
+def _chunked(records: Iterator[tuple[int, Sequence[Any]]], sizes: Iterator[int]) -> Iterator[Chunk]:
+    for size in sizes:
+        batch = [*islice(records, size)]
+        if not batch:
+            return
+        numbers, rows = zip(*batch, strict=True)
+        yield [*numbers], [*rows]
+
+
+_BLOCK = 1 << 20
+_first = itemgetter(0)
+"""A row whose first cell is not blank is not blank."""
+_WIDTH = len(HEADERS)
+
+
+def _csv_chunks(handle: IO[str], sizes: Iterator[int]) -> Iterator[Chunk]:
+    """`_csv_blocks` in chunks of `next(sizes)` rows."""
+    numbers: list[int] = []
+    rows: list[Sequence[Any]] = []
+    size = next(sizes)
+    for more_numbers, more_rows in _csv_blocks(handle):
+        numbers += more_numbers
+        rows += more_rows
+        while len(rows) >= size:
+            yield numbers[:size], rows[:size]
+            numbers, rows, size = numbers[size:], rows[size:], next(sizes)
+    if rows:
+        yield numbers, rows
+
+
+def _csv_blocks(handle: IO[str]) -> Iterator[Chunk]:
+    """The rows after the header (the template's columns in order) of a CSV file opened with
+    `newline=""`: lines split at commas while the text holds no quote, no lone CR and no NUL;
+    from the first block that does, the csv module reads the rest."""
+    number = 2
+    carry = ""
+    while True:
+        block = handle.read(_BLOCK)
+        text = carry + block
+        cut = text.rfind("\n") + 1 if block else len(text)
+        text, carry = text[:cut], text[cut:]
+        lines = text.replace("\r\n", "\n")
+        if '"' in lines or "\r" in lines or "\x00" in lines:
+            whole = text + carry + handle.readline()  # to the end of a line
+            rest = csv.reader(chain(io.StringIO(whole, newline=""), handle))
+            records = _records(rest, text=True, header=list(HEADERS), start=number)
+            yield from _chunked(records, repeat(4096))
+            return
+        split = [*map(str.split, lines.split("\n"), repeat(","))]
+        if split and split[-1] == [""]:
+            split.pop()
+        first, number = number, number + len(split)
+        if all(map(_WIDTH.__eq__, map(len, split))) and all(map(str.strip, map(_first, split))):
+            yield [*range(first, number)], split  # type: ignore[misc]
+        else:  # blank rows (skipped), rows of another width (cut or filled with None)
+            kept = [
+                (n, c)
+                for n, c in zip(range(first, number), split, strict=True)
+                if "".join(c).strip()
+            ]
+            yield [n for n, _ in kept], [_padded(c) for _, c in kept]
+        if not block:
+            return
+
+
+def _padded(cells: list[str]) -> Sequence[Any]:
+    """A row of another width than the header's, as `_records` gives it."""
+    if len(cells) == _WIDTH:
+        return cells
+    return [*cells[:_WIDTH], *([None] * (_WIDTH - len(cells)))]
+
+
+def read_records(path: Path, *, fmt: str | None = None, encoding: str = "utf-8-sig") -> Records:
     """`read_rows` with each row's values in `HEADERS` order, as `parse_records` takes them."""
-    if file_format(path, fmt) == "csv":
-        with path.open(newline="", encoding=encoding) as handle:
-            yield from _records(iter(csv.reader(handle)), text=True)
-        return
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors
-        raise BatchFileError(f"{path.name} is not a readable XLSX workbook: {exc}") from None
-    try:
-        yield from _records(book.worksheets[0].iter_rows(values_only=True), text=False)
-    finally:
-        book.close()
+    return Records(path, fmt=fmt, encoding=encoding)
+
+
+class _workbook:  # noqa: N801 - a context manager used like a function
+    def __init__(self, path: Path) -> None:
+        try:
+            self.book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors
+            raise BatchFileError(f"{path.name} is not a readable XLSX workbook: {exc}") from None
+
+    def __enter__(self) -> Any:
+        return self.book
+
+    def __exit__(self, *_: object) -> None:
+        self.book.close()
 
 
 def count_rows(path: Path, *, fmt: str | None = None, encoding: str = "utf-8-sig") -> int | None:

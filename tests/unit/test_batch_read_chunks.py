@@ -1,0 +1,43 @@
+"""`Records.chunks` reads a CSV file a block at a time and gives the rows that reading it row
+by row (the csv module) gives: the same numbers, the same cells, blank rows skipped."""
+
+from __future__ import annotations
+
+from itertools import chain, repeat
+
+import pytest
+
+from adapters import batch_files
+from adapters.batch import HEADERS
+from adapters.batch_files import read_records
+
+HEADER = ",".join(HEADERS)
+ROW = ",".join(f"v{i}" for i in range(len(HEADERS)))
+FILES = {
+    "plain": f"{HEADER}\n{ROW}\n{ROW}\n",
+    "crlf, no final newline": f"{HEADER}\r\n{ROW}\r\n{ROW}",
+    "blank rows": f"{HEADER}\n{ROW}\n\n,,,\n  ,  \n{ROW}\n",
+    "first cell blank": f"{HEADER}\n ,{ROW[3:]}\n{ROW}\n",
+    "other widths": f"{HEADER}\n{ROW}\n1,2\n{ROW},extra\n",
+    "a quoted newline": f'{HEADER}\n{ROW}\n"a\nb",{ROW[3:]}\n{ROW}\n',
+    "a lone CR": f"{HEADER}\n{ROW}\r{ROW}\n{ROW}\n",
+    "quoted header": f'"主体名称",{HEADER.split(",", 1)[1]}\n{ROW}\n',
+    "other column order": ",".join(reversed(HEADERS)) + f"\n{ROW}\n",
+    "byte-order mark": f"\ufeff{HEADER}\n{ROW}\n",
+}
+
+
+@pytest.mark.parametrize("text", FILES.values(), ids=FILES.keys())
+@pytest.mark.parametrize("block", [5, 64, 1 << 20])
+def test_chunks_are_the_rows(tmp_path, monkeypatch, text, block):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(text.encode("utf-8"))
+    monkeypatch.setattr(batch_files, "_BLOCK", block)
+    expected = [(n, list(cells)) for n, cells in read_records(path)]
+    chunks = list(read_records(path).chunks(chain([1, 2], repeat(3))))
+    got = [
+        (n, list(cells)) for numbers, rows in chunks for n, cells in zip(numbers, rows, strict=True)
+    ]
+    assert got == expected
+    assert expected  # every file has rows
+    assert all(len(rows) <= 3 for _, rows in chunks)
