@@ -16,9 +16,13 @@ cursor, in log order) and their current terms from their events, a batch at a ti
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -30,25 +34,28 @@ from adapters.batch import (
     HEADERS,
     USCC,
     BatchRecord,
+    Columns,
     ParsedRow,
     Record,
     RowError,
     column_of,
-    parse_records,
+    parse_columns,
 )
+from adapters.batch_files import Chunk, Records
+from hub.batch_events import encode_events
 from hub.bootstrap import Hub
-from hub.credit.service import Agency
+from hub.credit.service import Agency, PreparedListings
 from hub.errors import HubError
 from projections.listings import IN_FORCE
 from schemas import events as ev
-from schemas.listing import CommandResult
+from schemas.listing import CommandResult, NewListing
 
 log = structlog.get_logger(__name__)
 
 Row = tuple[int, dict[str, object]]
 Answer = tuple[CommandResult, bool] | HubError
-_SLICE = 256
-"""Rows parsed between two chances for the writer thread to take the GIL."""
+_SWITCH = 0.0001
+"""The GIL switch interval while importing (default 5 ms)."""
 
 
 @dataclass
@@ -57,6 +64,48 @@ class ImportSummary:
     unchanged: int = 0
     rejected: int = 0
     errors: list[RowError] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class _Later:
+    """A row that goes in through `write_many` after its chunk's COPY: a decision that is
+    already in the log, or repeated within the chunk."""
+
+    row: int
+    agency: Agency
+    listing: NewListing
+
+
+@dataclass
+class _Plan:
+    """A chunk, parsed and prepared: the events of its new decisions, in row order, and what
+    else its rows need."""
+
+    size: int
+    events: list[tuple[bytes, bytes]]
+    sources: list[int | tuple[Agency, ParsedRow]]  # events[i]'s row: in `columns`, or parsed
+    later: list[_Later]  # rows that go through `write_many` after the COPY
+    errors: list[RowError]
+    now: datetime
+    columns: Columns
+    authority: list[str] = field(default_factory=list)  # the agency of each row of `columns`
+    agencies: dict[str, Agency | str] = field(default_factory=dict)
+
+    def row(self, i: int) -> _Later:
+        """events[i]'s row, for when it goes in through `write_many` after all."""
+        source = self.sources[i]
+        if isinstance(source, tuple):
+            return _Later(source[1].row, source[0], source[1].listing)
+        agency = self.agencies[self.authority[source]]
+        assert isinstance(agency, Agency)  # noqa: S101 - rows of other agencies are refused
+        return _Later(self.columns.rows[source], agency, self.columns.listing(source))
+
+
+@dataclass
+class _Written:
+    created: int = 0
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
 
 
 class Importer:
@@ -80,37 +129,38 @@ class Importer:
         self.summary = ImportSummary()
 
     async def run(
-        self, rows: Iterable[Row | Record], progress: Callable[[int], None] | None = None
+        self,
+        rows: Iterable[Row | Record] | Records,
+        progress: Callable[[int], None] | None = None,
     ) -> ImportSummary:
         """Import every row; a chunk is written while the next one is read and prepared."""
-        listings = self.hub.listings
-        writing: asyncio.Task[list[Answer]] | None = None
-        written: tuple[list[tuple[ParsedRow, Agency]], list[RowError], int] | None = None
-        try:
-            for chunk in _chunks(rows, self.chunk):
-                ready, errors = await self._prepare(chunk)
-                prepared = listings.prepare_many([(a, p.listing) for p, a in ready])
+        sizes = _sizes(self.chunk)
+        chunks = rows.chunks(sizes) if isinstance(rows, Records) else _chunks(rows, sizes)
+        writing: asyncio.Task[_Written] | None = None
+        written: _Plan | None = None
+        with _no_cyclic_collection():
+            try:
+                for numbers, records in chunks:
+                    plan = await self._plan(numbers, records)
+                    if writing is not None and written is not None:
+                        self._report(written, await writing, progress)
+                    writing = asyncio.create_task(self._write(plan))
+                    written = plan
+                    await asyncio.sleep(0)  # it starts its COPY, which goes on in a thread
                 if writing is not None and written is not None:
-                    self._report(*written, await writing, progress)
-                writing = asyncio.create_task(
-                    listings.write_many(prepared, concurrency=self.concurrency)
-                )
-                written = (ready, errors, len(chunk))
-                await asyncio.sleep(0)  # it starts its COPY, which goes on in a thread
-            if writing is not None and written is not None:
-                self._report(*written, await writing, progress)
-                writing = None
-        finally:
-            if writing is not None and written is not None:
-                # Stopped early (an error, Ctrl-C): the chunk in flight is a COPY in a thread,
-                # which cannot be stopped half way. Wait for it and count it, so what the
-                # summary and the error report say is what the log holds.
-                try:
-                    answers = await asyncio.shield(writing)
-                except Exception:  # its transaction rolled back; the first error goes on
-                    log.warning("import_chunk_not_written", rows=written[2], exc_info=True)
-                else:
-                    self._report(*written, answers, progress)
+                    self._report(written, await writing, progress)
+                    writing = None
+            finally:
+                if writing is not None and written is not None:
+                    # Stopped early (an error, Ctrl-C): the chunk in flight is a COPY in a
+                    # thread, which cannot be stopped half way. Wait for it and count it, so
+                    # what the summary and the error report say is what the log holds.
+                    try:
+                        done = await asyncio.shield(writing)
+                    except Exception:  # its transaction rolled back; the first error goes on
+                        log.warning("import_chunk_not_written", rows=written.size, exc_info=True)
+                    else:
+                        self._report(written, done, progress)
         return self.summary
 
     async def _agency(self, code: str) -> Agency | str:
@@ -128,97 +178,204 @@ class Importer:
                 self._agencies[code] = Agency(record["code"], record["name"], scopes, domains)
         return self._agencies[code]
 
-    def _resolve(self, parsed: ParsedRow) -> Agency | RowError:
-        """The row's agency (looked up by `_agency` beforehand), or why it cannot list."""
-        code = parsed.authority or self.authority
+    def _resolve(self, code: str | None) -> Agency | str:
+        """The agency of a row naming `code` in 认定部门 (looked up by `_agency` beforehand),
+        or why the row cannot list."""
+        code = code or self.authority
         if code is None:
-            return RowError(parsed.row, AUTHORITY, "a value is required (or pass --authority)")
+            return "a value is required (or pass --authority)"
         if self.authority is not None and code != self.authority:
-            reason = f"the file is imported for {self.authority}; this row names {code}"
-            return RowError(parsed.row, AUTHORITY, reason)
-        agency = self._agencies[code]
-        return RowError(parsed.row, AUTHORITY, agency) if isinstance(agency, str) else agency
+            return f"the file is imported for {self.authority}; this row names {code}"
+        return self._agencies[code]
 
-    async def _prepare(
-        self, rows: list[Row | Record]
-    ) -> tuple[list[tuple[ParsedRow, Agency]], list[RowError]]:
-        """Parse a chunk and find each row's agency: the rows to register and the bad ones."""
-        records: list[Record] = [
-            (n, tuple(map(v.get, HEADERS)) if isinstance(v, dict) else v) for n, v in rows
-        ]
-        parsed: list[ParsedRow | list[RowError]] = []
-        for start in range(0, len(records), _SLICE):
-            parsed += parse_records(records[start : start + _SLICE])
-            _pause()
-        for code in {p.authority or self.authority for p in parsed if isinstance(p, ParsedRow)}:
-            if code is not None:
-                await self._agency(code)
-        errors: list[RowError] = []
-        ready: list[tuple[ParsedRow, Agency]] = []
+    async def _plan(self, numbers: list[int], records: list[Sequence[object]]) -> _Plan:
+        """Parse and check a chunk and encode the events of its new decisions."""
+        listings = self.hub.listings
+        columns, others = parse_columns(numbers, records)
+        _pause()
+        parsed = [p for p in others if isinstance(p, ParsedRow)]
+        errors = [p[0] for p in others if isinstance(p, list)]  # a bad row: its first problem
+        for code in {*columns.authority, *(p.authority or "" for p in parsed)}:
+            if code or self.authority:
+                await self._agency(code or self.authority or "")
+        now = listings.clock.now()
+        columns, authority = self._check(columns, errors)
+        days = listings.rules.notice_days
+        notice_until = listings.calendar.deadline(now, days) if days > 0 else None
+        events = encode_events(columns, authority, now=now, notice_until=notice_until)
+        _pause()
+        plan = _Plan(len(numbers), events, [*range(len(events))], [], errors, now, columns)
+        plan.authority = authority
+        plan.agencies = self._agencies
+        self._add_parsed(plan, parsed)
+        ids = [k for k, _ in plan.events]
+        if len(set(ids)) < len(ids):  # a decision repeated: its first row is new, the rest later
+            first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
+            keep = sorted(first.values())
+            plan.later += (plan.row(i) for i in sorted(set(range(len(ids))) - set(keep)))
+            plan.events = [plan.events[i] for i in keep]
+            plan.sources = [plan.sources[i] for i in keep]
+        return plan
+
+    def _add_parsed(self, plan: _Plan, parsed: list[ParsedRow]) -> None:
+        """Add the rows that the columns did not take, prepared by `prepare_many`, in row
+        order among the others."""
+        ready: list[tuple[Agency, ParsedRow]] = []
         for one in parsed:
-            if isinstance(one, list):
-                errors.append(one[0])  # one line per bad row: its first problem
-                continue
-            agency = self._resolve(one)
-            if isinstance(agency, RowError):
-                errors.append(agency)
+            agency = self._resolve(one.authority)
+            if isinstance(agency, str):
+                plan.errors.append(RowError(one.row, AUTHORITY, agency))
             else:
-                ready.append((one, agency))
-        return ready, errors
+                ready.append((agency, one))
+        if not ready:
+            return
+        prepared = self.hub.listings.prepare_many([(a, p.listing) for a, p in ready])
+        fresh = {k: i for k, (i, _) in prepared.fresh.items()}
+        for i, ((agency, one), answer) in enumerate(zip(ready, prepared.answers, strict=True)):
+            if isinstance(answer, HubError):
+                plan.errors.append(_row_error(one, answer))
+            elif answer is None and i not in fresh.values():  # repeated: after the COPY
+                plan.later.append(_Later(one.row, agency, one.listing))
+        rows = [*plan.columns.rows, *(ready[fresh[k]][1].row for k, _ in prepared.events)]
+        order = sorted(range(len(rows)), key=rows.__getitem__)
+        events = [*plan.events, *prepared.events]
+        sources = [*plan.sources, *(ready[fresh[k]] for k, _ in prepared.events)]
+        plan.events = [events[i] for i in order]
+        plan.sources = [sources[i] for i in order]
 
-    def _report(
-        self,
-        ready: list[tuple[ParsedRow, Agency]],
-        errors: list[RowError],
-        size: int,
-        answers: list[Answer],
-        progress: Callable[[int], None] | None,
-    ) -> None:
-        """Count a written chunk's answers and report its bad rows, in row order."""
-        errors.extend(e for e in map(self._tally, ready, answers) if e is not None)
-        errors.sort(key=lambda e: e.row)
+    def _check(self, columns: Columns, errors: list[RowError]) -> tuple[Columns, list[str]]:
+        """The rows that pass the rules of `POST /v1/listings`, with their agencies' codes;
+        the others' errors added to `errors`.
+
+        What the rules answer for a plain row depends only on its agency, region, domain,
+        list, severity, intent and period (see `ListingService._check_new_memo`): one row of
+        each such group goes through `prepare_many`, and its answer is the group's."""
+        if not columns.rows:
+            return columns, []
+        agencies = {code: self._resolve(code) for code in set(columns.authority)}
+        authority = columns.authority
+        if "" in agencies:
+            default = self.authority or ""
+            authority = [code or default for code in authority]
+        keys = [
+            *zip(
+                columns.authority, columns.region, columns.domain, columns.list_name,
+                columns.severity, columns.intent, columns.effective_from,
+                columns.effective_until, strict=True,
+            )
+        ]  # fmt: skip
+        first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
+        refused: dict[tuple[Any, ...], tuple[str, str]] = {}
+        for key, i in first.items():
+            agency = agencies[key[0]]
+            if isinstance(agency, str):
+                refused[key] = (AUTHORITY, agency)
+                continue
+            answer = self.hub.listings.prepare_many([(agency, columns.listing(i))]).answers[0]
+            if isinstance(answer, HubError):
+                refused[key] = (column_of(answer.field, USCC) or answer.rule or "", answer.detail)
+        if not refused:
+            return columns, authority
+        keep = []
+        for i, key in enumerate(keys):
+            if key in refused:
+                errors.append(RowError(columns.rows[i], *refused[key]))
+            else:
+                keep.append(i)
+        return columns.select(keep), [authority[i] for i in keep]
+
+    async def _write(self, plan: _Plan) -> _Written:
+        """Append a chunk's new decisions (one COPY), then the rest through `write_many`."""
+        listings = self.hub.listings
+        done = _Written()
+        later = plan.later
+        if plan.events:
+            appended = await listings._append_fresh(plan.events)  # noqa: SLF001 - its bulk half
+            done.created = len(appended)
+            if len(appended) < len(plan.events):  # decisions already in the log
+                new = {k for (k, _), _ in appended}
+                missing = (i for i, (k, _) in enumerate(plan.events) if k not in new)
+                later = [*later, *map(plan.row, missing)]
+        if later:
+            later = sorted(later, key=lambda one: one.row)
+            items = [(one.agency, one.listing) for one in later]
+            prepared = PreparedListings(items, plan.now, [None] * len(items), {}, [], {})
+            answers = await listings.write_many(prepared, concurrency=self.concurrency)
+            for one, answer in zip(later, answers, strict=True):
+                if isinstance(answer, HubError):
+                    done.errors.append(_row_error(one, answer))
+                elif answer[1]:
+                    done.created += 1
+                else:
+                    done.unchanged += 1
+        return done
+
+    def _report(self, plan: _Plan, done: _Written, progress: Callable[[int], None] | None) -> None:
+        """Count a written chunk and report its bad rows, in row order."""
+        errors = sorted([*plan.errors, *done.errors], key=lambda e: e.row)
+        self.summary.created += done.created
+        self.summary.unchanged += done.unchanged
         self.summary.rejected += len(errors)
         self.summary.errors.extend(errors)
         if self.on_error:
             for error in errors:
                 self.on_error(error)
         if progress:
-            progress(size)
+            progress(plan.size)
 
-    def _tally(self, item: tuple[ParsedRow, Agency], answer: Answer) -> RowError | None:
-        parsed = item[0]
-        if isinstance(answer, HubError):
-            subject = USCC if parsed.listing.subject.id.startswith("uscc:") else CNID
-            column = column_of(answer.field, subject)
-            return RowError(parsed.row, column or (answer.rule or ""), answer.detail)
-        if answer[1]:
-            self.summary.created += 1
-        else:
-            self.summary.unchanged += 1
-        return None
+
+def _row_error(one: ParsedRow | _Later, answer: HubError) -> RowError:
+    """A refusal of the rules as a bad row: the column it is about, and why."""
+    subject = USCC if one.listing.subject.id.startswith("uscc:") else CNID
+    column = column_of(answer.field, subject)
+    return RowError(one.row, column or (answer.rule or ""), answer.detail)
+
+
+@contextmanager
+def _no_cyclic_collection() -> Iterator[None]:
+    """No cyclic garbage collection while importing: the rows of a chunk are many small
+    containers, freed by reference counting, and a collection every 700 of them scans them
+    all (a quarter of the import's time) for nothing. Collections resume afterwards."""
+    enabled = gc.isenabled()
+    interval = sys.getswitchinterval()
+    gc.disable()
+    sys.setswitchinterval(_SWITCH)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        if enabled:
+            gc.enable()
 
 
 def _pause() -> None:
     """Not a wait: a zero sleep releases the GIL, so that the thread writing the previous chunk
     takes it now rather than after the 5 ms switch interval, each time it needs it. Called
-    every few hundred rows of the CPU work done meanwhile."""
+    between the steps of the CPU work done meanwhile."""
     time.sleep(0)
 
 
-def _chunks(rows: Iterable[Row | Record], size: int) -> Iterator[list[Row | Record]]:
-    """Chunks of `size` rows; the first ones smaller, so that writing starts sooner."""
-    batch: list[Row | Record] = []
-    limit = min(size, 500)
-    for row in rows:
-        batch.append(row)
-        if not len(batch) & 511:
-            _pause()
+def _sizes(most: int) -> Iterator[int]:
+    """Chunk sizes: the first ones smaller, so that writing starts sooner."""
+    size = min(most, 500)
+    while True:
+        yield size
+        size = min(most, size * 2)
+
+
+def _chunks(rows: Iterable[Row | Record], sizes: Iterator[int]) -> Iterator[Chunk]:
+    """Rows (as `read_rows` or `read_records` give them) in chunks, in `HEADERS` order."""
+    numbers: list[int] = []
+    batch: list[Sequence[object]] = []
+    limit = next(sizes)
+    for number, values in rows:
+        numbers.append(number)
+        batch.append(tuple(map(values.get, HEADERS)) if isinstance(values, dict) else values)
         if len(batch) >= limit:
-            yield batch
-            batch = []
-            limit = min(size, limit * 2)
+            yield numbers, batch
+            numbers, batch, limit = [], [], next(sizes)
     if batch:
-        yield batch
+        yield numbers, batch
 
 
 async def export_records(

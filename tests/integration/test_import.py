@@ -25,7 +25,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from adapters.batch import HEADERS, BatchRecord, ParsedRow, parse_row, to_template_row
-from adapters.batch_files import RowWriter, read_rows
+from adapters.batch_files import RowWriter, read_records, read_rows
 from hub.api.app import create_app
 from hub.batch import Importer, export_records
 from hub.credit.service import Agency
@@ -179,6 +179,27 @@ async def test_import_reports_bad_rows_and_is_idempotent(client, make_agency, tm
     assert (again.created, again.unchanged, again.rejected) == (0, 3, 6)
     assert reported_again == reported
     assert await head(client) == position  # nothing appended to the log
+
+
+async def _import_records(hub, path: Path):
+    reported = []
+    importer = Importer(hub, on_error=reported.append, chunk=4)
+    summary = await importer.run(read_records(path))  # in chunks, as `hub import` reads
+    return summary, [(e.row, e.column, e.reason) for e in reported]
+
+
+@pytest.mark.parametrize("writer", [write_csv, write_xlsx], ids=["csv", "xlsx"])
+async def test_import_of_a_file_read_in_chunks(client, make_agency, tmp_path, writer):
+    """What `hub import FILE` runs: the file's rows taken a chunk at a time."""
+    await make_agency("320000-tax")
+    path = writer(tmp_path / f"city.{'csv' if writer is write_csv else 'xlsx'}", ROWS)
+    hub = client.app.state.hub
+    summary, reported = await on_app(client, _import_records, hub, path)
+    assert (summary.created, summary.unchanged, summary.rejected) == (3, 0, 6)
+    assert_reported(reported)
+    again, reported_again = await on_app(client, _import_records, hub, path)
+    assert (again.created, again.unchanged, again.rejected) == (0, 3, 6)
+    assert reported_again == reported
 
 
 async def test_changed_row_is_a_conflict_not_a_new_listing(client, make_agency, tmp_path):
