@@ -238,14 +238,33 @@ class _workbook:  # noqa: N801 - a context manager used like a function
 def count_rows(path: Path, *, fmt: str | None = None, encoding: str = "utf-8-sig") -> int | None:
     """How many rows follow the header (for a progress bar); None when unknown."""
     if file_format(path, fmt) == "csv":
-        with path.open(newline="", encoding=encoding) as handle:
-            return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+        lines = _count_lines(path)
+        if lines is None:  # quotes (a cell may hold a line break), lone CRs: count records
+            with path.open(newline="", encoding=encoding) as handle:
+                lines = sum(1 for _ in csv.reader(handle))
+        return max(0, lines - 1)
     book = openpyxl.load_workbook(path, read_only=True)
     try:
         rows = book.worksheets[0].max_row
     finally:
         book.close()
     return None if rows is None else max(0, rows - 1)
+
+
+def _count_lines(path: Path) -> int | None:
+    """The lines of a file without quotes or lone CRs (each line then one record), counted in
+    its bytes; None for any other file."""
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as handle:
+        while block := handle.read(_BLOCK):
+            if b'"' in block or block.count(b"\r") != block.count(b"\r\n"):
+                return None
+            lines += block.count(b"\n")
+            last = block[-1:]
+    if last == b"\r":  # a CRLF cut between two blocks is not a lone CR; be safe anyway
+        return None
+    return lines + (last != b"\n")
 
 
 class RowWriter:

@@ -3,13 +3,14 @@ by row (the csv module) gives: the same numbers, the same cells, blank rows skip
 
 from __future__ import annotations
 
+import csv
 from itertools import chain, repeat
 
 import pytest
 
 from adapters import batch_files
 from adapters.batch import HEADERS
-from adapters.batch_files import read_records
+from adapters.batch_files import count_rows, read_records
 
 HEADER = ",".join(HEADERS)
 ROW = ",".join(f"v{i}" for i in range(len(HEADERS)))
@@ -41,3 +42,14 @@ def test_chunks_are_the_rows(tmp_path, monkeypatch, text, block):
     assert got == expected
     assert expected  # every file has rows
     assert all(len(rows) <= 3 for _, rows in chunks)
+
+
+@pytest.mark.parametrize("text", FILES.values(), ids=FILES.keys())
+@pytest.mark.parametrize("block", [5, 1 << 20])
+def test_count_rows_counts_as_the_csv_module(tmp_path, monkeypatch, text, block):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(text.encode("utf-8"))
+    monkeypatch.setattr(batch_files, "_BLOCK", block)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        expected = sum(1 for _ in csv.reader(handle)) - 1
+    assert count_rows(path) == expected
