@@ -53,6 +53,8 @@ def _admin_key(data_dir: Path) -> tuple[str, bool]:
 def _serve(settings: Settings, workers: int = 1) -> None:
     import uvicorn  # noqa: PLC0415 - only the serving commands need it
 
+    from hub.serving import OneWrite  # noqa: PLC0415 - uvicorn's protocol, one write per answer
+
     if workers > 1:
         uvicorn.run(
             "hub.api.app:create_app",
@@ -61,7 +63,7 @@ def _serve(settings: Settings, workers: int = 1) -> None:
             port=settings.port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=OneWrite,
             log_level="warning",
             access_log=False,
         )
@@ -73,7 +75,7 @@ def _serve(settings: Settings, workers: int = 1) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=OneWrite,
         log_level="warning",
         access_log=False,
     )

@@ -3,11 +3,11 @@ a 2xx listing to a check that reflects it, and the memory of the check index.
 
     python -m ops.bench.checks [--dsn URL] [--seconds 5] [--clients 64] [--listings 1000000]
 
-Both servers run as `hub serve` runs (uvicorn, uvloop, httptools, one worker): the hub in a
-fresh schema, and beside it a bare ASGI app that reads the body and returns a fixed JSON
-answer of the same size. The load is the same request mix for both (a tenth of the subjects
-listed), from `wrk` when it is installed, else from a lean client of raw keep-alive asyncio
-connections. Both servers stay up; the HTTP case runs in `--rounds` rounds per side,
+Both servers run as `hub serve` runs (uvicorn, uvloop, its httptools protocol
+`hub.serving.OneWrite`, one worker): the hub in a fresh schema, and beside it a bare ASGI app
+that reads the body and returns a fixed JSON answer of the same size. The load is the same
+request mix for both (a tenth of the subjects listed), from `wrk` when it is installed, else
+from a lean client of raw keep-alive asyncio connections. Both servers stay up; the HTTP case runs in `--rounds` rounds per side,
 alternating (bare, checks, checks, bare, ...), after the hub's projections have applied the
 listings the bench wrote, and reports each side's medians (a shared machine's load drifts
 within a run) beside every round's figures and the hub's usage-log commits in its rounds.
@@ -136,9 +136,10 @@ def hub_server(dsn: str, schema: str, workdir: Path) -> tuple[int, Any]:
 
 def bare_server(workdir: Path) -> tuple[int, Any]:
     port = free_port()
-    code = (
-        "import uvicorn; uvicorn.run('ops.bench.checks:bare_app', host='127.0.0.1', "
-        f"port={port}, loop='uvloop', http='httptools', log_level='warning', access_log=False)"
+    code = (  # the protocol `hub serve` runs (`hub.serving.OneWrite`): the same server
+        "import uvicorn; from hub.serving import OneWrite; "
+        "uvicorn.run('ops.bench.checks:bare_app', host='127.0.0.1', "
+        f"port={port}, loop='uvloop', http=OneWrite, log_level='warning', access_log=False)"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     return port, _server([sys.executable, "-c", code], env, port, workdir)
