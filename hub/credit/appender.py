@@ -134,6 +134,12 @@ class Appender:
                 with contextlib.suppress(Exception):
                     await connection.close()
 
+    @property
+    def running(self) -> bool:
+        """Whether it is started (a hub used without `Hub.start`, as some tools and tests
+        use it, writes new listings through its committer instead)."""
+        return self._task is not None
+
     async def _connect(self) -> asyncpg.Connection:
         """A connection named for `pg_stat_activity` (`application_name`)."""
         name = f"{APPLICATION_NAME}:{self.schema}"[:63]

@@ -274,7 +274,7 @@ class ListingService:
         raw_id = _listing_id(agency.code, body.basis.decision_no)
         text_id = _uuid_text(raw_id)
         structlog.contextvars.bind_contextvars(listing_id=text_id)
-        appending = self.appender is not None and not self._protected
+        appending = self.appender is not None and self.appender.running and not self._protected
         if appending:
             now = self.clock.now()
             days = self.rules.notice_days if body.notice_days is None else body.notice_days
