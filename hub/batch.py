@@ -1,13 +1,16 @@
 """Batch docking: import listings from template rows through the listing service, and read
 the listings in force back out for export.
 
-Import checks every row by the same rules as `POST /v1/listings` (`parse_records`, then
-`ListingService.prepare_many`, which applies `_check_new`), on behalf of the row's 认定部门 (a
-registered agency with the `publish` scope), and records the same events. Rows go in chunks
-of 4,000: each chunk's new decisions are appended with one COPY (`write_many`) while the next
-chunk is read, parsed and prepared; decisions already in the log answer unchanged or
-conflict from one bulk read. A bad row is reported (row, column, reason) and the others go
-in; importing the same file again changes nothing.
+Import checks every row by the same rules as `POST /v1/listings`, on behalf of the row's
+认定部门 (a registered agency with the `publish` scope), and records the same events. Rows go
+in chunks of 4,000, each written while the next is read, parsed and prepared. A chunk's plain
+rows are parsed by columns (`adapters.batch.parse_columns`), checked one group of alike rows
+at a time (`ListingService.prepare_many` on one row of each group) and encoded by columns
+(`hub.batch_events`); the other rows are parsed and prepared row by row (`parse_records`,
+`prepare_many`). The chunk's new decisions are appended with one COPY (`_append_fresh`);
+decisions already in the log or repeated within the chunk then go through `write_many`,
+which answers unchanged or conflict. A bad row is reported (row, column, reason) and the
+others go in; importing the same file again changes nothing.
 
 Export reads the ids of the listings in force from the `listings` read model (a server-side
 cursor, in log order) and their current terms from their events, a batch at a time.
