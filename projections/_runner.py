@@ -122,6 +122,10 @@ class ProjectionRunner:
     async def step(self, *, upto: int | None = None) -> int:
         """Apply one batch; returns how many events it applied."""
         async with self.pool.acquire() as conn, conn.transaction():
+            # A plan for each batch's statements as the tables are now: a generic plan cached
+            # while a table was empty keeps seq-scanning it as it grows (measured: the history
+            # projection's close-UPDATE took 38 ms a batch at 100,000 rows, and growing).
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             start = await self.stored_position(conn)
             events = await read_events(conn, start, self.batch_size, upto=upto)
             if not events:

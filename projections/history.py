@@ -143,7 +143,8 @@ class HistoryProjection:
             timeline, versions = _versions(history, first_new)
             if timeline is None or not versions:
                 continue
-            closes.append((listing_id, versions[0][0], versions[0][1]))
+            if history[0][0].position < first_new:  # it has rows before: close the open ones
+                closes.append((listing_id, versions[0][0], versions[0][1]))
             for i, (position, recorded, segments) in enumerate(versions):
                 until = versions[i + 1] if i + 1 < len(versions) else None
                 for n, segment in enumerate(segments):
