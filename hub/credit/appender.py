@@ -46,6 +46,9 @@ log = structlog.get_logger(__name__)
 
 FUNCTION = "hub_append_first"
 APPLICATION_NAME = "hub-appender"
+APPEND_TIMEOUT = 30.0
+"""Seconds a group may take before its requests get 503 (a wedged connection must not hold
+every new listing; a group that committed just before is found again by its repeat)."""
 
 
 def function_ddl(schema: str, table: str) -> str:
@@ -187,7 +190,11 @@ class Appender:
                 connection = None
                 connection = await self._connect()
             rows = await connection.fetch(
-                self._sql, list(group), self.topic, [item.state for item in group.values()]
+                self._sql,
+                list(group),
+                self.topic,
+                [item.state for item in group.values()],
+                timeout=APPEND_TIMEOUT,
             )
         except Exception as exc:  # the database is down: fail this group, keep serving
             log.exception("append_failed", batch=len(group))
