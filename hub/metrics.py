@@ -13,7 +13,7 @@ They are meant for the event loop's thread, which is also where `/metrics` colle
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,15 +83,19 @@ class Timings:
         values, self.values = self.values, []
         if not values:
             return
-        counts = [0] * len(self.bounds)
-        bounds = self.bounds
-        for value in values:  # Histogram.observe's bucket: the first bound >= the value
-            counts[bisect_left(bounds, value)] += 1
+        # Histogram.observe's bucket is the first bound >= the value, so the values up to a
+        # bound are those of its bucket and the ones below: sorted once (C), each bucket is
+        # a difference of two bisections, not a Python step per value (4,096 of them held
+        # the event loop about a millisecond).
+        values.sort()
         child = self.child
         child._sum.inc(sum(values))  # noqa: SLF001 - what Histogram.observe adds, in bulk
-        for bucket, n in zip(child._buckets, counts, strict=True):  # noqa: SLF001
-            if n:
-                bucket.inc(n)
+        below = 0
+        for bucket, bound in zip(child._buckets, self.bounds, strict=True):  # noqa: SLF001
+            upto = bisect_right(values, bound)
+            if upto > below:
+                bucket.inc(upto - below)
+            below = upto
 
 
 REQUESTS = Counter(
