@@ -408,31 +408,19 @@ class ListingService:
                 answers[i] = outcome
                 continue
             subject_id, region = outcome
-            basis = body.basis
-            listing_id = _listing_id(agency.code, basis.decision_no)
+            listing_id = _listing_id(agency.code, body.basis.decision_no)
             if listing_id in fresh:
                 continue  # a repeat within the items goes one by one
             days = self.rules.notice_days if body.notice_days is None else body.notice_days
             if days not in notice:
                 notice[days] = self.calendar.deadline(now, days) if days > 0 else None
-            state = _RegisteredState(
-                now,
-                _LISTING_TOPIC,
-                subject_id,
-                body.subject.name,
-                body.list,
-                body.domain,
-                body.severity,
-                body.intent,
-                basis.decision_no,
-                basis.legal_basis,
-                basis.facts,
-                region,
-                agency.code,
-                body.effective_from,
-                body.effective_until,
-                notice[days],
-                hashlib.sha256(_canonical_json(body)).hexdigest(),
+            state = _registered_state(
+                body,
+                authority=agency.code,
+                subject_id=subject_id,
+                region=region,
+                now=now,
+                notice_until=notice[days],
             )
             fresh[listing_id] = (i, days)
             events.append((listing_id, encode(state)))
