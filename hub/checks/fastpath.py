@@ -1,5 +1,9 @@
 """The fast path of `POST /v1/checks` (and `/batch`): answered ahead of Litestar.
 
+`POST /v1/listings` is answered the same way (`LISTINGS`): its body decoded into
+`NewListing`, scope `publish`, `hub.listings.register`, 201 or 200, the listing's id in the
+access line; its route middleware is `hub.api.fastlisting.fast_create`.
+
 `Dispatching` is the application (`Litestar` with its ASGI entry point, `__call__`, ahead of
 the framework) and answers these two routes itself, without the framework's per-request
 machinery (exception middleware, router, the `observe`
@@ -231,7 +235,8 @@ def _tallied(
 
 
 class Dispatching(Litestar):
-    """The Litestar application, with `POST /v1/checks` and `/batch` answered ahead of it.
+    """The Litestar application, with `POST /v1/checks`, `/batch` and `POST /v1/listings`
+    answered ahead of it.
 
     `Litestar.__call__` is the ASGI entry point that uvicorn calls, so the two routes are
     answered right there: one coroutine frame between the server and the usage log's commit,
