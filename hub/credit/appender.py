@@ -167,6 +167,10 @@ class Appender:
             except BaseException:
                 self._connections.put_nowait(connection)
                 raise
+            # One more turn of the loop first: requests whose bytes have already arrived are
+            # parsed and join this group (16 instead of 15 at 32 clients; bench runs, in turn
+            # with and without: 1.07-1.27 and 0.86-1.02 of raw inserts).
+            await asyncio.sleep(0)
             group = {first.listing_id: first}
             repeats: list[_Item] = []
             while len(group) < self.max_batch and not queue.empty():
