@@ -3,6 +3,7 @@ position 0 (in a scratch schema, batch boundaries elsewhere) rebuilds them byte 
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import asyncpg
@@ -13,6 +14,20 @@ from projections.replay import replay_digest, snapshot
 from schemas.identifiers import make_uscc
 
 SUBJECTS = ["uscc:91350100M000100Y43", "uscc:" + make_uscc(random.Random(2))]
+
+
+async def _reached(
+    conn: asyncpg.Connection, name: str, position: int, within: float = 10.0
+) -> None:
+    """Wait until projection `name` has applied `position` (or `within` seconds pass)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        found = await conn.fetchval(
+            "SELECT position FROM projection_positions WHERE name = $1", name
+        )
+        if found is not None and found >= position:
+            return
+        await asyncio.sleep(0.02)
 
 
 def listing(n: int) -> dict:
@@ -51,7 +66,8 @@ async def test_replay_rebuilds_tree_and_history(client, make_agency, db):
     assert profile.status_code == 200
     for projection in (AuditProjection(), HistoryProjection()):
         conn = await asyncpg.connect(db.url, server_settings={"search_path": db.schema})
-        try:
+        try:  # min_position above waited for the listings projection; these follow on their own
+            await _reached(conn, projection.name, position)
             live_position, live = await snapshot(conn, projection)
         finally:
             await conn.close()
