@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import nats
 import nats.errors
+from nats.js.api import StorageType
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -179,7 +180,13 @@ class EmbeddedNats(_Server):
 
 
 def start_cluster(base_dir: Path, n: int = 3, *, name: str = "hub") -> list[EmbeddedNats]:
-    """Start an `n`-node JetStream cluster on loopback; return once each node sees a leader."""
+    """Start an `n`-node JetStream cluster on loopback; return once it can place an R`n` stream.
+
+    Each node answering `account_info()` only shows that a meta leader exists; the leader may
+    not yet count every peer as current, and then a replicated stream is refused with "no
+    suitable peers for placement". So the cluster is ready when a probe stream with `n`
+    replicas can be created (and is deleted again).
+    """
     ports: set[int] = set()
     while len(ports) < 2 * n:
         ports.add(free_port())
@@ -199,8 +206,32 @@ def start_cluster(base_dir: Path, n: int = 3, *, name: str = "hub") -> list[Embe
             node.spawn()
         for node in nodes:
             node.wait_ready()
+        _run_async(_wait_placeable(nodes, time.monotonic() + nodes[0].timeout))
     except BaseException:
         for node in nodes:
             node.stop()
         raise
     return nodes
+
+
+async def _wait_placeable(nodes: list[EmbeddedNats], deadline: float) -> None:
+    """Create and delete a memory stream with one replica per node until the cluster allows it."""
+    conn = await nats.connect(nodes[0].url, connect_timeout=2, error_cb=_quiet)
+    last: Exception | None = None
+    try:
+        js = conn.jetstream(timeout=5)
+        while time.monotonic() < deadline:
+            try:
+                await js.add_stream(
+                    name="_EMBEDDED_PROBE", subjects=["_embedded.probe"],
+                    storage=StorageType.MEMORY, num_replicas=len(nodes),
+                )  # fmt: skip
+            except (nats.errors.Error, TimeoutError) as exc:
+                last = exc
+                await asyncio.sleep(0.2)
+            else:
+                await js.delete_stream("_EMBEDDED_PROBE")
+                return
+    finally:
+        await conn.close()
+    raise EmbeddedError(f"cluster cannot place a {len(nodes)}-replica stream: {last!r}")
