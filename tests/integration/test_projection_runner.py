@@ -1,0 +1,131 @@
+"""The projection runner against a real PostgreSQL: what a batch costs in statements, and
+that a runner whose connection dies takes its lock again and goes on where it stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from relay_support import wait_until
+from test_replay import TAX, new_listing
+
+from hub.bootstrap import build_hub
+from hub.clock import SettableClock
+from hub.settings import Settings
+from projections._runner import SESSION_SETUP
+from projections.listings import ListingsProjection
+from projections.replay import replay_digest, snapshot
+
+
+@pytest.fixture(name="hub")
+async def fx_hub(db):
+    settings = Settings(
+        database_url=db.url,
+        database_schema=db.schema,
+        admin_key="k",
+        run_projections=False,
+        run_scheduler=False,
+    )
+    hub = await build_hub(settings, SettableClock(datetime(2025, 3, 3, 2, tzinfo=UTC)))
+    await hub.committer.start()
+    await hub.appender.start()
+    yield hub
+    await hub.stop()
+
+
+async def register(hub, numbers: range) -> None:
+    await asyncio.gather(*(hub.listings.register(TAX, new_listing(n)) for n in numbers))
+
+
+async def head(hub) -> int:
+    async with hub.pool.acquire() as conn:
+        return int(await conn.fetchval("SELECT max(notification_id) FROM credit_events"))
+
+
+async def logged() -> None:
+    """Let the query logger's callbacks (scheduled on the loop) run."""
+    await asyncio.sleep(0.05)
+
+
+async def test_a_batch_costs_one_read_and_a_transaction_and_nothing_new_one_read(hub, db):
+    runner = hub.runners["listings"]
+    await register(hub, range(3))
+    conn = await asyncpg.connect(db.url, server_settings={"search_path": db.schema})
+    statements: list[str] = []
+    conn.add_query_logger(lambda record: statements.append(record.query))
+    try:
+        await conn.execute(SESSION_SETUP)
+        await logged()
+        statements.clear()
+        assert await runner.catch_up(conn=conn) == 3
+        await logged()
+        # one read (a short batch is the end of the log: no second, empty read), then the
+        # batch and its position in one transaction
+        reads = [s for s in statements if "LEFT JOIN LATERAL" in s]
+        assert len(reads) == 1
+        assert statements[0] == reads[0]
+        assert statements[1].startswith("BEGIN")
+        assert statements[-2].startswith("UPDATE projection_positions")
+        assert statements[-1].startswith("COMMIT")
+        statements.clear()
+        assert await runner.catch_up(conn=conn) == 0
+        await logged()
+        assert statements == reads  # nothing new: one round trip, no transaction
+        assert runner.position == await head(hub)
+    finally:
+        await conn.close()
+
+
+async def test_full_batches_are_read_until_a_short_one(hub):
+    runner = hub.runners["listings"]
+    runner.batch_size = 4
+    await register(hub, range(10))
+    applied: list[int] = []
+    assert await runner.catch_up(progress=applied.append) == 10
+    assert applied == [4, 4, 2]
+    assert runner.position == await head(hub)
+
+
+async def test_a_runner_whose_connection_is_killed_takes_its_lock_again(hub, db):
+    runner = hub.runners["listings"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop, poll_seconds=0.2))
+    try:
+        await register(hub, range(5))
+        runner.wakeup.set()
+        await caught_up(runner, await head(hub))
+        key = zlib.crc32(f"projection:{db.schema}:listings".encode())
+        async with hub.pool.acquire() as conn:
+            killed = await conn.fetchval(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND objid = $1::bigint::oid AND granted",
+                key,
+            )
+        assert killed is True
+        await register(hub, range(5, 12))
+        runner.wakeup.set()
+        await caught_up(runner, await head(hub))
+        assert not task.done()
+        async with hub.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM listings") == 12
+            holders = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND objid = $1::bigint::oid AND granted",
+                key,
+            )
+            assert holders == 1  # the lock is held again, once
+            position, live = await snapshot(conn, ListingsProjection())
+        assert await replay_digest(db.url, db.schema, ListingsProjection(), position) == live
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def caught_up(runner, position: int) -> None:
+    async def reached() -> bool:
+        return runner.position >= position
+
+    await wait_until(reached, 15, f"{runner.name} at {position}")
