@@ -220,14 +220,25 @@ class ProjectionRunner:
 
     async def run(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:
         """Hold the projection's lock, then follow the log until `stop` is set; when the
-        connection is lost (the database restarted), take the lock again on a new one."""
+        connection is lost (the database restarted), take the lock again on a new one. A batch
+        that fails otherwise (a bug, an event it cannot read) is logged and tried again, with
+        growing pauses: the projection stops there, visibly (`hub_projection_lag_*`), and never
+        skips an event."""
+        failures, failed_at = 0, -1
         while not stop.is_set():
             try:
                 await self._run_locked(stop, poll_seconds)
+                return  # it returns when `stop` is set
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning("projection_reconnect", projection=self.name, error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll_seconds)
+                pause = poll_seconds
+            except Exception:  # a batch it cannot apply: say so, and try again (never skip it)
+                failures = failures + 1 if self.position == failed_at else 1
+                failed_at = self.position
+                log.exception("projection_failed", projection=self.name, position=self.position)
+                pause = min(30.0, poll_seconds * 2 ** min(failures, 5))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
 
     async def _run_locked(self, stop: asyncio.Event, poll_seconds: float) -> None:
         """The batches run on the connection that holds the lock: no pool acquire and no

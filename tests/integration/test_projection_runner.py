@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+import structlog.testing
 from relay_support import wait_until
 from test_replay import TAX, new_listing
 
 from hub.bootstrap import build_hub
 from hub.clock import SettableClock
 from hub.settings import Settings
-from projections._runner import SESSION_SETUP
+from projections._runner import SESSION_SETUP, ProjectionRunner
 from projections.listings import ListingsProjection
 from projections.replay import replay_digest, snapshot
 
@@ -129,3 +130,43 @@ async def caught_up(runner, position: int) -> None:
         return runner.position >= position
 
     await wait_until(reached, 15, f"{runner.name} at {position}")
+
+
+class Flaky:
+    """A projection whose first batch fails once, as a bug or a bad event would make it."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    async def setup(self, conn) -> None:
+        pass
+
+    async def reset(self, conn) -> None:
+        pass
+
+    async def apply(self, _conn, events) -> None:
+        self.calls.append([e.position for e in events])
+        if len(self.calls) == 1:
+            raise ValueError("cannot apply this batch")
+
+
+async def test_a_failing_batch_is_logged_and_tried_again_not_skipped(hub):
+    projection = Flaky()
+    runner = ProjectionRunner(hub.pool, projection)
+    await runner.setup()
+    await register(hub, range(4))
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(runner.run(stop, poll_seconds=0.05))
+        try:
+            await caught_up(runner, await head(hub))
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert len(projection.calls) == 2
+    assert projection.calls[0] == projection.calls[1]  # the same batch again, nothing skipped
+    failed = [entry for entry in logs if entry["event"] == "projection_failed"]
+    assert len(failed) == 1
+    assert failed[0]["projection"] == "flaky"
