@@ -99,6 +99,21 @@ async def _histories(
     return out
 
 
+async def _batch_histories(
+    conn: Connection, events: Sequence[RawEvent]
+) -> dict[UUID, list[tuple[RawEvent, ev.EventPayload]]]:
+    """The whole history, up to the batch's end, of each listing the batch touches. A listing
+    whose first event is in the batch has it all there (a batch is every event between two
+    positions); only the others' earlier events are read back from the log."""
+    histories: dict[UUID, list[tuple[RawEvent, ev.EventPayload]]] = {}
+    for raw, payload in _listing_events(events):
+        histories.setdefault(raw.originator_id, []).append((raw, payload))
+    older = [key for key, history in histories.items() if history[0][0].version != 1]
+    if older:
+        histories.update(await _histories(conn, older, events[-1].position))
+    return histories
+
+
 def _versions(
     events: Sequence[tuple[RawEvent, ev.EventPayload]], first_new: int
 ) -> tuple[Timeline | None, list[tuple[int, datetime, list[Segment]]]]:
@@ -132,11 +147,10 @@ class HistoryProjection:
         await conn.execute("TRUNCATE listing_history")
 
     async def apply(self, conn: Connection, events: Sequence[RawEvent]) -> None:
-        touched = list(dict.fromkeys(raw.originator_id for raw, _ in _listing_events(events)))
-        if not touched:
+        histories = await _batch_histories(conn, events)
+        if not histories:
             return
         first_new = events[0].position
-        histories = await _histories(conn, touched, events[-1].position)
         closes: list[tuple[UUID, int, datetime]] = []
         records: list[tuple[Any, ...]] = []
         for listing_id, history in histories.items():
