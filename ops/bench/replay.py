@@ -1,6 +1,7 @@
 """Replay throughput of the listings read model against reading the same notifications raw.
 
     .venv/bin/python -m ops.bench.replay [EVENTS] [--batch-size N] [--memory-rows N] [--workers N]
+                                         [--schema NAME]
 
 Fills a fresh schema's `credit_events` (created by `CreditApplication`) with EVENTS events
 (default 1,000,000) by bulk COPY of msgpack states built with `schemas.codec.encode_state`:
@@ -15,7 +16,10 @@ Fills a fresh schema's `credit_events` (created by `CreditApplication`) with EVE
   of changes in memory each (the command's defaults unless given). Its result is checked against the
   runner's (digests).
 
-Reports events per second and each replay's ratio to `raw` (target: at least 0.5). The
+Reports events per second and each replay's ratio to `raw` (target: at least 0.5).
+`--schema NAME` keeps the events, and the runner's digest, in schema NAME for the next run
+with the same option: that run neither generates the events nor runs the runner again (it
+checks the bulk rebuild against the stored digest), and reports `raw` and `hub replay`. The
 database is `HUB_BENCH_DATABASE_URL` or `HUB_TEST_DATABASE_URL` when set, else an embedded
 PostgreSQL.
 """
@@ -160,13 +164,46 @@ async def _timed(label: str, results: dict[str, Any], coro: Any) -> None:
     results[label] = {"events": count, "seconds": round(seconds, 2), "per_second": count / seconds}
 
 
+_REFERENCE = "bench_replay_reference"
+"""In a kept schema (`--schema`): the events generated and the runner's digest of them."""
+
+
+async def _prepare(pool: asyncpg.Pool, n: int, batch: int, results: dict[str, Any]) -> str:
+    """Generate `n` events, replay them with the runner (timed into `results`); its digest.
+    In a kept schema that holds them already: the stored digest."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {_REFERENCE} (events bigint PRIMARY KEY, digest text)"
+        )
+        stored = await conn.fetchval(f"SELECT digest FROM {_REFERENCE} WHERE events = $1", n)
+        if stored is not None:
+            print(f"reusing {n:,} events and the runner's digest")
+            return str(stored)
+        await conn.execute(f"TRUNCATE {_REFERENCE}, {EVENTS_TABLE}")
+        started = time.perf_counter()
+        await _fill(conn, n)
+        await conn.execute(f"VACUUM ANALYZE {EVENTS_TABLE}")
+    print(f"generated {n:,} events in {time.perf_counter() - started:.1f} s")
+    await _timed("runner", results, _runner(pool, batch))
+    digest = await _digest(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(f"INSERT INTO {_REFERENCE} VALUES ($1, $2)", n, digest)
+    return digest
+
+
 async def run(
-    url: str, n: int, batch: int, memory_rows: int = MEMORY_ROWS, workers: int = 1
+    url: str,
+    n: int,
+    batch: int,
+    memory_rows: int = MEMORY_ROWS,
+    workers: int = 1,
+    *,
+    keep: str | None = None,
 ) -> dict[str, Any]:
-    schema = f"bench_replay_{uuid.uuid4().hex[:8]}"
+    schema = keep or f"bench_replay_{uuid.uuid4().hex[:8]}"
     bulk = Bulk(url, workers, memory_rows)
     admin = await asyncpg.connect(url)
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    await admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     try:
         app = await asyncio.to_thread(CreditApplication, eventsourcing_env(url, schema))
         app.close()
@@ -174,16 +211,10 @@ async def run(
             url, min_size=1, max_size=3, server_settings={"search_path": schema}
         )
         try:
-            started = time.perf_counter()
-            async with pool.acquire() as conn:
-                await _fill(conn, n)
-                await conn.execute(f"VACUUM ANALYZE {EVENTS_TABLE}")
-            print(f"generated {n:,} events in {time.perf_counter() - started:.1f} s")
             results: dict[str, Any] = {}
+            by_runner = await _prepare(pool, n, batch, results)
             await _raw(pool, batch)  # warm the cache
             await _timed("raw", results, _raw(pool, batch))
-            await _timed("runner", results, _runner(pool, batch))
-            by_runner = await _digest(pool)
             steps: dict[str, float] = {}
             await _timed("hub replay", results, _hub_replay(pool, batch, bulk, steps))
             if await _digest(pool) != by_runner:
@@ -192,7 +223,8 @@ async def run(
         finally:
             await pool.close()
     finally:
-        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        if keep is None:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()
     raw = max(results["raw"]["per_second"], results["raw (again)"]["per_second"])
     print(
@@ -215,13 +247,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--memory-rows", type=int, default=MEMORY_ROWS)
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--schema", help="keep the events in this schema and reuse them")
     args = parser.parse_args(argv)
     url = os.environ.get("HUB_BENCH_DATABASE_URL") or os.environ.get("HUB_TEST_DATABASE_URL")
     with contextlib.ExitStack() as stack:
         if not url:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
             url = stack.enter_context(EmbeddedPostgres(Path(tmp))).url
-        return asyncio.run(run(url, args.events, args.batch_size, args.memory_rows, args.workers))
+        return asyncio.run(
+            run(url, args.events, args.batch_size, args.memory_rows, args.workers, keep=args.schema)
+        )
 
 
 if __name__ == "__main__":
