@@ -274,38 +274,51 @@ def _on_fresh(definition: str, name: str, fresh: str) -> str:
     return f"CREATE {unique or ''}INDEX {_renamed(name)} ON {only or ''}{fresh} {rest}"
 
 
+_BUILDS = """
+SELECT coalesce(k.conname, c.relname), pg_get_indexdef(i.indexrelid), k.conname IS NOT NULL
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+WHERE i.indrelid = $1::regclass AND (k.conname IS NULL OR k.contype IN ('p', 'u'))
+ORDER BY i.indpred IS NULL DESC,
+         (SELECT count(*) FROM unnest(i.indcollation) AS x WHERE x <> 0) DESC,
+         i.indnkeyatts DESC, 1
+"""
+"""The indexes to build on a fresh copy of a table, the dearest first: those over all rows
+before partial ones, then by their text keys (compared by collation, the slow part of a
+sort), then by key columns. Each build scans the whole table once; two at a time, the
+dearest first, they end at about the same time."""
+
+
 async def build_indexes(pool: asyncpg.Pool, table: str, fresh: str, *, parallel: int = 2) -> Swap:
     """Build the indexes of `table` (those of its primary key and unique constraints too) on
     the loaded, committed `fresh` table, `parallel` at a time, each over all the rows at once."""
     async with pool.acquire() as conn:
         constraints = await conn.fetch(
-            "SELECT conname, contype, pg_get_constraintdef(oid), pg_get_indexdef(conindid) "
+            "SELECT conname, contype::text, pg_get_constraintdef(oid) "
             "FROM pg_constraint WHERE conrelid = $1::regclass AND contype <> 'n' "
             "ORDER BY conname",
             table,
         )
-        indexes = await conn.fetch(
-            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass "
-            "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) "
-            "ORDER BY c.relname",
-            table,
-        )
-    statements = [_on_fresh(d, n, fresh) for n, t, _, d in constraints if t in ("p", "u")]
-    statements += [_on_fresh(d, n, fresh) for n, d in indexes]
-    queue = list(reversed(statements))
+        builds = await conn.fetch(_BUILDS, table)
+    queue = [_on_fresh(d, n, fresh) for n, d, _ in reversed(builds)]
 
     async def build() -> None:
         async with pool.acquire() as conn:
+            # Several builds at once share the cores already: no parallel workers each.
             await conn.execute("SET maintenance_work_mem = '256MB'")
+            if parallel > 1:
+                await conn.execute("SET max_parallel_maintenance_workers = 0")
             try:
                 while queue:
                     await conn.execute(queue.pop())
             finally:
                 await conn.execute("RESET maintenance_work_mem")
+                await conn.execute("RESET max_parallel_maintenance_workers")
 
     await asyncio.gather(*(build() for _ in range(max(1, parallel))))
-    return Swap(table, fresh, [(n, t, d) for n, t, d, _ in constraints], [n for n, _ in indexes])
+    return Swap(
+        table, fresh, [(n, t, d) for n, t, d in constraints], [n for n, _, k in builds if not k]
+    )
 
 
 _GRANTS = """

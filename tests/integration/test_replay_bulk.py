@@ -19,7 +19,15 @@ from hub.settings import Settings
 from projections import ProjectionRunner, max_position
 from projections.listings import ListingsProjection
 from projections.listings_bulk import RebuildError, rebuild_listings
-from projections.replay import projection_digest, replay_digest, scratch_pool, snapshot
+from projections.replay import (
+    build_indexes,
+    fresh_table,
+    projection_digest,
+    replay_digest,
+    scratch_pool,
+    snapshot,
+    swap_in,
+)
 from schemas.listing import Amendment, Delisting, NewListing, NewObjection, ObjectionAnswer
 
 SUBJECTS = ["uscc:91350100M000100Y43", "uscc:91320000134758190U", "uscc:91110000100006035P"]
@@ -192,6 +200,29 @@ async def test_bulk_rebuild_in_place_then_the_runner_continues(hub, db, clock):
     assert later > position
     assert digest.startswith("26:")
     assert await replay_digest(db.url, db.schema, ListingsProjection(), later) == digest
+
+
+async def test_every_index_is_built_before_the_swap(hub, clock):
+    """The primary key's index too: the swap only attaches the built indexes, so it holds
+    the live table's lock for no longer than renames take."""
+    await write_history(hub, clock, 6)
+    await hub.runners["listings"].catch_up()
+    oids = (
+        "SELECT array_agg(indexrelid ORDER BY indexrelid) FROM pg_index "
+        "WHERE indrelid = $1::regclass"
+    )
+    async with hub.pool.acquire() as conn:
+        indexes = await conn.fetch(INDEXES)
+        fresh = await fresh_table(conn, "listings")
+        await conn.execute(f"INSERT INTO {fresh} SELECT * FROM listings")
+    swap = await build_indexes(hub.pool, "listings", fresh)
+    async with hub.pool.acquire() as conn:
+        built = await conn.fetchval(oids, fresh)
+        assert len(built) == len(indexes)
+        async with conn.transaction():
+            await swap_in(conn, swap)
+        assert await conn.fetchval(oids, "listings") == built
+        assert await conn.fetch(INDEXES) == indexes
 
 
 async def test_a_failed_rebuild_leaves_the_live_table(hub, clock):
