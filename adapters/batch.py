@@ -438,6 +438,36 @@ def to_template_row(record: BatchRecord) -> list[object]:
 # rows go through `parse_records`, row by row, exactly as before.
 
 
+class Table(Sequence[list[str]]):
+    """Rows of text cells held as columns, as a CSV file's plain blocks are read
+    (`adapters.batch_files`): `columns[j][i]` is cell j of row i, every row `HEADERS` wide.
+    `bare`: no cell has whitespace around it (nothing to strip). A row is `table[i]`."""
+
+    __slots__ = ("bare", "columns")
+
+    def __init__(self, columns: list[list[str]], *, bare: bool) -> None:
+        self.columns = columns
+        self.bare = bare
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    @typing.overload
+    def __getitem__(self, index: int) -> list[str]: ...
+    @typing.overload
+    def __getitem__(self, index: slice) -> Table: ...
+    def __getitem__(self, index: int | slice) -> list[str] | Table:
+        if isinstance(index, slice):
+            return Table([column[index] for column in self.columns], bare=self.bare)
+        return [column[index] for column in self.columns]
+
+    def __add__(self, other: Table) -> Table:
+        return Table(
+            [a + b for a, b in zip(self.columns, other.columns, strict=True)],
+            bare=self.bare and other.bare,
+        )
+
+
 @dataclass(slots=True)
 class Columns:
     """Plain rows of a chunk, parsed: index i of every list is one row (`listing(i)`)."""
@@ -527,11 +557,15 @@ def parse_columns(
 ) -> tuple[Columns, list[ParsedRow | list[RowError]]]:
     """`parse_row` for a chunk of rows in `HEADERS` order: the plain rows as `Columns` (in
     order), every other row as `parse_row` answers it (in order, by `parse_records`)."""
-    if not records or {*map(len, records)} != {len(HEADERS)}:
-        return Columns(*([] for _ in HEADERS)), parse_records([*zip(numbers, records, strict=True)])
     bad: set[int] = set()
+    if isinstance(records, Table) and len(records):
+        cells = records.columns if records.bare else [_texts(c, bad) for c in records.columns]
+    elif not records or {*map(len, records)} != {len(HEADERS)}:
+        return Columns(*([] for _ in HEADERS)), parse_records([*zip(numbers, records, strict=True)])
+    else:
+        cells = [_texts(column, bad) for column in zip(*records, strict=True)]
     (name, uscc, _, lst, authority, basis, decision, facts, domain, severity, intent, region,
-     start, until) = [_texts(column, bad) for column in zip(*records, strict=True)]  # fmt: skip
+     start, until) = cells  # fmt: skip
     for column in (name, lst, basis, decision, facts, domain, region, start, uscc):
         if not all(column):  # a value is missing: parse_row says which
             bad.update(i for i, v in enumerate(column) if not v)

@@ -20,7 +20,7 @@ from typing import IO, Any, Literal, Self
 import openpyxl
 from openpyxl.cell import WriteOnlyCell
 
-from adapters.batch import HEADERS, BatchFileError, check_header
+from adapters.batch import HEADERS, BatchFileError, Table, check_header
 
 Format = Literal["csv", "xlsx"]
 _TEXT_COLUMNS = frozenset(HEADERS) - {"列入日期", "有效期至"}
@@ -103,8 +103,10 @@ def _records(
             yield number, pick([*cells[:width], *([None] * (width - len(cells))), None])
 
 
-Chunk = tuple[list[int], list[Sequence[Any]]]
-"""Rows as (their row numbers, their cells in `HEADERS` order)."""
+Rows = Sequence[Sequence[Any]]
+Chunk = tuple[list[int], Rows]
+"""Rows as (their row numbers, their cells in `HEADERS` order): a list of rows, or a `Table`
+of plain CSV rows."""
 
 
 class Records:
@@ -154,24 +156,36 @@ def _chunked(records: Iterator[tuple[int, Sequence[Any]]], sizes: Iterator[int])
 
 
 _BLOCK = 1 << 20
-_first = itemgetter(0)
-"""A row whose first cell is not blank is not blank."""
 _WIDTH = len(HEADERS)
+_COMMAS = _WIDTH - 1
 
 
 def _csv_chunks(handle: IO[str], sizes: Iterator[int]) -> Iterator[Chunk]:
     """`_csv_blocks` in chunks of `next(sizes)` rows."""
     numbers: list[int] = []
-    rows: list[Sequence[Any]] = []
+    rows: Rows = []
     size = next(sizes)
     for more_numbers, more_rows in _csv_blocks(handle):
         numbers += more_numbers
-        rows += more_rows
+        rows = _joined(rows, more_rows)
         while len(rows) >= size:
             yield numbers[:size], rows[:size]
             numbers, rows, size = numbers[size:], rows[size:], next(sizes)
     if rows:
         yield numbers, rows
+
+
+def _joined(
+    rows: Sequence[Sequence[Any]], more: Sequence[Sequence[Any]]
+) -> Sequence[Sequence[Any]]:
+    """The rows of two blocks, as one `Table` when both are."""
+    if not more:
+        return rows
+    if not rows:
+        return more
+    if isinstance(rows, Table) and isinstance(more, Table):
+        return rows + more
+    return [*rows, *more]
 
 
 def _csv_blocks(handle: IO[str]) -> Iterator[Chunk]:
@@ -192,21 +206,44 @@ def _csv_blocks(handle: IO[str]) -> Iterator[Chunk]:
             records = _records(rest, text=True, header=list(HEADERS), start=number)
             yield from _chunked(records, repeat(4096))
             return
+        table = _table(lines.removesuffix("\n"))
+        if table is not None:
+            first, number = number, number + len(table)
+            yield [*range(first, number)], table
+            if not block:
+                return
+            continue
+        # Blank rows (skipped), rows of another width (cut or filled with None): row by row.
         split = [*map(str.split, lines.split("\n"), repeat(","))]
         if split and split[-1] == [""]:
             split.pop()
         first, number = number, number + len(split)
-        if all(map(_WIDTH.__eq__, map(len, split))) and all(map(str.strip, map(_first, split))):
-            yield [*range(first, number)], split  # type: ignore[misc]
-        else:  # blank rows (skipped), rows of another width (cut or filled with None)
-            kept = [
-                (n, c)
-                for n, c in zip(range(first, number), split, strict=True)
-                if "".join(c).strip()
-            ]
-            yield [n for n, _ in kept], [_padded(c) for _, c in kept]
+        kept = [
+            (n, c) for n, c in zip(range(first, number), split, strict=True) if "".join(c).strip()
+        ]
+        yield [n for n, _ in kept], [_padded(c) for _, c in kept]
         if not block:
             return
+
+
+def _table(text: str) -> Table | None:
+    """Lines (without their final newline) as columns, when every line has the template's
+    width and no line is blank; else None. One split of the whole text and a slice per
+    column make the cells: no list per row."""
+    if not text:
+        return None
+    lines = text.split()  # at whitespace: the lines themselves when it is only the newlines
+    count = text.count("\n") + 1
+    bare = len(lines) == count and sum(map(len, lines)) == len(text) - count + 1
+    if not bare:
+        lines = text.split("\n")
+    if not all(map(_COMMAS.__eq__, map(str.count, lines, repeat(",")))):
+        return None  # rows of another width
+    cells = text.replace("\n", ",").split(",")
+    columns = [cells[j::_WIDTH] for j in range(_WIDTH)]
+    if not all(columns[0] if bare else map(str.strip, columns[0])):
+        return None  # blank rows, perhaps (a row whose first cell is not blank is not blank)
+    return Table(columns, bare=bare)
 
 
 def _padded(cells: list[str]) -> Sequence[Any]:

@@ -30,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
+from eventsourcing.persistence import IntegrityError
 
 from adapters.batch import (
     AUTHORITY,
@@ -45,9 +46,10 @@ from adapters.batch import (
     parse_columns,
 )
 from adapters.batch_files import Chunk, Records
+from hub.batch_copy import LogCopier, copy_payload
 from hub.batch_events import encode_events
 from hub.bootstrap import Hub
-from hub.credit.service import Agency, PreparedListings
+from hub.credit.service import _REGISTERED_TOPIC, Agency, PreparedListings
 from hub.errors import HubError
 from projections.listings import IN_FORCE
 from schemas import events as ev
@@ -93,6 +95,7 @@ class _Plan:
     columns: Columns
     authority: list[str] = field(default_factory=list)  # the agency of each row of `columns`
     agencies: dict[str, Agency | str] = field(default_factory=dict)
+    payload: bytes | None = None  # the COPY of `events` (`copy_payload`), made in advance
 
     def row(self, i: int) -> _Later:
         """events[i]'s row, for when it goes in through `write_many` after all."""
@@ -130,6 +133,12 @@ class Importer:
         self.concurrency = concurrency
         self._agencies: dict[str, Agency | str] = {}
         self.summary = ImportSummary()
+        app = hub.listings.committer.app
+        self._copier: LogCopier | None = None
+        url = hub.settings.database_url
+        if url and not (app.mapper.compressor or app.mapper.cipher):  # else as `write_many`
+            schema = app.recorder.datastore.schema  # type: ignore[attr-defined]
+            self._copier = LogCopier(url, schema)
 
     async def run(
         self,
@@ -164,6 +173,8 @@ class Importer:
                         log.warning("import_chunk_not_written", rows=written.size, exc_info=True)
                     else:
                         self._report(written, done, progress)
+                if self._copier is not None:
+                    self._copier.close()
         return self.summary
 
     async def _agency(self, code: str) -> Agency | str:
@@ -191,7 +202,7 @@ class Importer:
             return f"the file is imported for {self.authority}; this row names {code}"
         return self._agencies[code]
 
-    async def _plan(self, numbers: list[int], records: list[Sequence[object]]) -> _Plan:
+    async def _plan(self, numbers: list[int], records: Sequence[Sequence[object]]) -> _Plan:
         """Parse and check a chunk and encode the events of its new decisions."""
         listings = self.hub.listings
         columns, others = parse_columns(numbers, records)
@@ -218,6 +229,8 @@ class Importer:
             plan.later += (plan.row(i) for i in sorted(set(range(len(ids))) - set(keep)))
             plan.events = [plan.events[i] for i in keep]
             plan.sources = [plan.sources[i] for i in keep]
+        if self._copier is not None:
+            plan.payload = copy_payload(_REGISTERED_TOPIC, plan.events)
         return plan
 
     def _add_parsed(self, plan: _Plan, parsed: list[ParsedRow]) -> None:
@@ -293,10 +306,10 @@ class Importer:
         done = _Written()
         later = plan.later
         if plan.events:
-            appended = await listings._append_fresh(plan.events)  # noqa: SLF001 - its bulk half
+            appended = await self._append(plan)
             done.created = len(appended)
             if len(appended) < len(plan.events):  # decisions already in the log
-                new = {k for (k, _), _ in appended}
+                new = {k for k, _ in appended}
                 missing = (i for i, (k, _) in enumerate(plan.events) if k not in new)
                 later = [*later, *map(plan.row, missing)]
         if later:
@@ -312,6 +325,33 @@ class Importer:
                 else:
                     done.unchanged += 1
         return done
+
+    async def _append(self, plan: _Plan) -> list[tuple[bytes, bytes]]:
+        """COPY the chunk's new decisions: the events written. Optimistic, as
+        `ListingService._append_fresh`: when the COPY meets a decision already in the log,
+        the existing ones are looked up in one query and the rest copied again."""
+        listings = self.hub.listings
+        if self._copier is None:
+            fresh = await listings._append_fresh(plan.events)  # noqa: SLF001 - its bulk half
+            return [event for event, _ in fresh]
+        events, payload = plan.events, plan.payload
+        for attempt in range(2):
+            try:
+                data = payload or copy_payload(_REGISTERED_TOPIC, events)
+                await asyncio.to_thread(self._copier.copy, data)
+            except IntegrityError:
+                if attempt:
+                    return []  # a concurrent writer: everything goes one by one
+                ids = [UUID(bytes=listing_id) for listing_id, _ in events]
+                app = listings.committer.app
+                existing = {i.bytes for i in await asyncio.to_thread(app.existing_ids, ids)}
+                events = [event for event in events if event[0] not in existing]
+                payload = None
+                if not events:
+                    return []
+                continue
+            return events
+        return []
 
     def _report(self, plan: _Plan, done: _Written, progress: Callable[[int], None] | None) -> None:
         """Count a written chunk and report its bad rows, in row order."""

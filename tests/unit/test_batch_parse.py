@@ -9,7 +9,7 @@ from datetime import date, datetime
 import pytest
 
 from adapters import batch
-from adapters.batch import HEADERS, ParsedRow, parse_columns, parse_records, parse_row
+from adapters.batch import HEADERS, ParsedRow, Table, parse_columns, parse_records, parse_row
 from schemas.identifiers import (
     cnid_check_char,
     make_uscc,
@@ -137,3 +137,29 @@ def test_columns_keep_order_and_take_the_plain_rows():
 
 def test_columns_of_an_empty_chunk():
     assert _by_columns([]) == ([], 0)
+
+
+TEXT_VARIANTS = [v for v in VARIANTS if all(x is None or isinstance(x, str) for x in v.values())]
+
+
+@pytest.mark.parametrize("variant", TEXT_VARIANTS, ids=[str(i) for i in range(len(TEXT_VARIANTS))])
+def test_a_table_parses_as_parse_row(variant):
+    """A CSV block read as a `Table` (cells as text, None as empty): the same answers, with
+    and (when no cell has whitespace) without stripping."""
+    rows = [[v or "" for v in good(**variant)] for _ in range(4)]
+    rows.insert(2, [v or "" for v in good()])
+    numbers = [2, 3, 9, 4, 5]
+    expected = [
+        parse_row(n, dict(zip(HEADERS, v, strict=True))) for n, v in zip(numbers, rows, strict=True)
+    ]
+    bare = not any(c != c.strip() or " " in c for row in rows for c in row)
+    for flag in {False, bare}:
+        table = Table([list(column) for column in zip(*rows, strict=True)], bare=flag)
+        records = [*zip(numbers, table, strict=True)]
+        columns, others = parse_columns(numbers, table)
+        answers = {
+            row: ParsedRow(row, columns.authority[i] or None, columns.listing(i))
+            for i, row in enumerate(columns.rows)
+        }
+        answers.update({o.row if isinstance(o, ParsedRow) else o[0].row: o for o in others})
+        assert [answers[n] for n, _ in records] == expected

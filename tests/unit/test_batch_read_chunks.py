@@ -9,11 +9,12 @@ from itertools import chain, repeat
 import pytest
 
 from adapters import batch_files
-from adapters.batch import HEADERS
+from adapters.batch import HEADERS, Table
 from adapters.batch_files import count_rows, read_records
 
 HEADER = ",".join(HEADERS)
 ROW = ",".join(f"v{i}" for i in range(len(HEADERS)))
+SPACED = ROW.replace(",", " ,\u3000")  # an ideographic space is stripped too
 FILES = {
     "plain": f"{HEADER}\n{ROW}\n{ROW}\n",
     "crlf, no final newline": f"{HEADER}\r\n{ROW}\r\n{ROW}",
@@ -25,6 +26,10 @@ FILES = {
     "quoted header": f'"主体名称",{HEADER.split(",", 1)[1]}\n{ROW}\n',
     "other column order": ",".join(reversed(HEADERS)) + f"\n{ROW}\n",
     "byte-order mark": f"\ufeff{HEADER}\n{ROW}\n",
+    "blanks around cells": f"{HEADER}\n{ROW}\n {ROW} \n{SPACED}\n{ROW}\n",
+    "a row of commas only": f"{HEADER}\n{ROW}\n{',' * (len(HEADERS) - 1)}\n{ROW}\n",
+    "a blank first cell only": f"{HEADER}\n{ROW}\n,{ROW.split(',', 1)[1]}\n{ROW}\n",
+    "one row": f"{HEADER}\n{ROW}",
 }
 
 
@@ -53,3 +58,13 @@ def test_count_rows_counts_as_the_csv_module(tmp_path, monkeypatch, text, block)
     with path.open(newline="", encoding="utf-8-sig") as handle:
         expected = sum(1 for _ in csv.reader(handle)) - 1
     assert count_rows(path) == expected
+
+
+@pytest.mark.parametrize("name", ["plain", "blanks around cells", "one row"])
+def test_plain_blocks_come_as_tables(tmp_path, name):
+    """Blocks of rows of the template's width with no blank row are read as columns."""
+    path = tmp_path / "rows.csv"
+    path.write_bytes(FILES[name].encode("utf-8"))
+    chunks = list(read_records(path).chunks(repeat(1000)))
+    assert all(isinstance(rows, Table) for _, rows in chunks)
+    assert [rows.bare for _, rows in chunks] == [name != "blanks around cells"]
