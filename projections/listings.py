@@ -65,11 +65,15 @@ CREATE TABLE IF NOT EXISTS listings (
     position bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS listings_subject ON listings (subject_id);
-CREATE INDEX IF NOT EXISTS listings_list_status ON listings (list, status);
-CREATE INDEX IF NOT EXISTS listings_authority ON listings (authority);
-CREATE INDEX IF NOT EXISTS listings_region ON listings (region);
-CREATE INDEX IF NOT EXISTS listings_domain ON listings (domain);
+DROP INDEX IF EXISTS listings_list_status, listings_authority, listings_region, listings_domain;
 """
+"""Indexes serve the queries asked of the table: by id, by subject (profiles, public records,
+history, audit) and the scheduler's due listings (`hub.scheduler` adds those). No query
+narrows by list, status, authority, region or domain alone: the statistics, the check
+index and the export read the listings in force (the scheduler's partial index on
+`effective_until`, or a scan), so the indexes on those few-valued columns that earlier
+versions made (dropped here) went unused, and cost half the index builds of a rebuild
+(`hub replay listings`) besides every write."""
 
 IN_FORCE = """
     (status = 'effective'
