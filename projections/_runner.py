@@ -118,6 +118,10 @@ class ProjectionRunner:
         self.position = 0
         self.wakeup = asyncio.Event()
         self.coalesce_seconds = 0.003
+        self.busy_coalesce_seconds = 0.025
+        self.busy_events = 64
+        """After a catch-up of `busy_events` or more, wake-ups gather for `busy_coalesce_seconds`
+        rather than `coalesce_seconds` (see `_follow`)."""
 
     async def setup(self) -> None:
         async with self.pool.acquire() as conn:
@@ -228,7 +232,6 @@ class ProjectionRunner:
         while not stop.is_set():
             try:
                 await self._run_locked(stop, poll_seconds)
-                return  # it returns when `stop` is set
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning("projection_reconnect", projection=self.name, error=str(exc))
                 pause = poll_seconds
@@ -237,6 +240,8 @@ class ProjectionRunner:
                 failed_at = self.position
                 log.exception("projection_failed", projection=self.name, position=self.position)
                 pause = min(30.0, poll_seconds * 2 ** min(failures, 5))
+            else:
+                return  # it returns when `stop` is set
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
 
@@ -266,7 +271,7 @@ class ProjectionRunner:
         while not stop.is_set():
             self.wakeup.clear()
             try:
-                await self.catch_up(conn=conn)
+                applied = await self.catch_up(conn=conn)
             except (asyncpg.PostgresError, OSError) as exc:
                 if conn.is_closed():
                     raise
@@ -285,6 +290,13 @@ class ProjectionRunner:
             for waiter in waiters:
                 waiter.cancel()
             if self.wakeup.is_set() and not stop.is_set():
-                # a commit woke us (the committer and NOTIFY both do): let the wake-ups and
-                # the commits of concurrent writers gather, and apply them in one transaction
-                await asyncio.sleep(self.coalesce_seconds)
+                # A commit woke us (the committer and NOTIFY both do): let the wake-ups and the
+                # commits of concurrent writers gather, and apply them in one transaction. When
+                # the last catch-up was large, writers are busy: wait longer, for batches that
+                # cost less per event (a batch's fixed cost is some ten round trips across its
+                # statements). Measured on the all-in-one listings bench, 32 clients: 25 ms
+                # gave 4,118-4,592 listings/s against 3,152-3,226 with 3 ms; the read models
+                # then trail the log by up to 25 ms more, under load only (the check index
+                # and the relay follow on their own).
+                busy = applied >= self.busy_events
+                await asyncio.sleep(self.busy_coalesce_seconds if busy else self.coalesce_seconds)
