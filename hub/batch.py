@@ -273,14 +273,11 @@ class Importer:
         if "" in agencies:
             default = self.authority or ""
             authority = [code or default for code in authority]
-        keys = [
-            *zip(
-                columns.authority, columns.region, columns.domain, columns.list_name,
-                columns.severity, columns.intent, columns.effective_from,
-                columns.effective_until, strict=True,
-            )
-        ]  # fmt: skip
-        first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
+        key_columns: tuple[list[Any], ...] = (
+            columns.authority, columns.region, columns.domain, columns.list_name,
+            columns.severity, columns.intent, columns.effective_from, columns.effective_until,
+        )  # fmt: skip
+        first = _groups(key_columns)
         refused: dict[tuple[Any, ...], tuple[str, str]] = {}
         for key, i in first.items():
             agency = agencies[key[0]]
@@ -292,6 +289,7 @@ class Importer:
                 refused[key] = (column_of(answer.field, USCC) or answer.rule or "", answer.detail)
         if not refused:
             return columns, authority
+        keys = [*zip(*key_columns, strict=True)]
         keep = []
         for i, key in enumerate(keys):
             if key in refused:
@@ -365,6 +363,15 @@ class Importer:
                 self.on_error(error)
         if progress:
             progress(plan.size)
+
+
+def _groups(key_columns: tuple[list[Any], ...]) -> dict[tuple[Any, ...], int]:
+    """The distinct keys of the rows (their values in `key_columns`), each with the index of
+    its first row; without a tuple per row when every row has the same key (often)."""
+    if all(column.count(column[0]) == len(column) for column in key_columns):
+        return {tuple(column[0] for column in key_columns): 0}
+    keys = [*zip(*key_columns, strict=True)]
+    return dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
 
 
 def _row_error(one: ParsedRow | _Later, answer: HubError) -> RowError:

@@ -16,7 +16,10 @@ chunk commits. A chunk is all or nothing: a decision already in the log (the pri
 fails the COPY, which rolls back and raises `IntegrityError`; the caller then takes the
 existing ones out and copies the rest again.
 
-Measured on the import bench (50,000 rows, 2 cores, in turn with `append_new`): TODO.
+Measured (50,000 rows, 2 cores shared with other work, so noisy): per 4,000-row chunk the
+write took ~45 ms through `append_new`, of which ~20 ms is the server's COPY; each round
+trip waited for the parsing thread. With this and the columnar CSV read, the first import
+over COPY went from a median 0.21 to 0.28 in ten alternated runs of each.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ stops the import (a test compares whole files' events with those `POST /v1/listi
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -70,6 +71,10 @@ _STATE_SOURCES: Final = {
 """Where each field of the stored state comes from: a column, the chunk (`now`,
 `notice_until`), the digest, or a constant (None: the value `prepare_many` gives it)."""
 _CHUNK_VALUES: Final = frozenset({"now", "notice_until"})
+_ENCODED: Final = frozenset({"digest"})
+"""Columns whose values come encoded for the stored state: the digest, 64 hex digits as a
+msgpack str 8 (`_DIGEST_HEADER`), made from the hash's bytes without a str between."""
+_DIGEST_HEADER: Final = b"\xd9\x40"
 
 
 def _marker(name: str) -> str:
@@ -160,8 +165,10 @@ def _join(
             constant += encode(chunk[part])
             continue
         values = columns[part]
-        if part in _UNIQUE:
-            encoded: Iterable[bytes] = map(encode, values)
+        if part in _ENCODED:
+            encoded: Iterable[bytes] = values
+        elif part in _UNIQUE:
+            encoded = map(encode, values)
         else:
             distinct = set(values)
             if len(distinct) == 1:
@@ -184,7 +191,8 @@ def encode_events(
     columns: dict[str, list[Any]] = {name: getattr(rows, name) for name in _ROW_FIELDS}
     columns["authority"] = authority
     json = _join(_DIGEST, columns, {}, _json)
-    columns["digest"] = [*map(methodcaller("hexdigest"), map(hashlib.sha256, json))]
+    hexes = map(binascii.hexlify, map(methodcaller("digest"), map(hashlib.sha256, json)))
+    columns["digest"] = [*map(_DIGEST_HEADER.__add__, hexes)]  # already msgpack: see _join
     chunk = {"now": now, "notice_until": notice_until}
     events = [
         *zip(
