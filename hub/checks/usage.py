@@ -254,11 +254,8 @@ class UsageLog:
 
     Records arriving while the writers are busy join the open group; a free writer takes it
     (a new group opens for what comes next), writes it with one statement and answers all
-    its checks at once. A writer that wakes from idle waits one turn of the loop, so the
-    checks decided in that turn join; one that has just committed takes what came in during
-    its commit at once (a turn of a loop under load is a few hundred microseconds that every
-    check of the next group would wait). Each writer has its own counter shard, so writers
-    never wait on each other's row locks.
+    its checks at once. Each writer has its own counter shard, so writers never wait on each
+    other's row locks.
     """
 
     def __init__(
@@ -343,10 +340,6 @@ class UsageLog:
         group.waiters.append(done)
         await done
 
-    def _pending(self) -> bool:
-        """Whether a group holds records to write (what came in during the last commit)."""
-        return bool(self._ready) or (self._open is not None and self._open.size > 0)
-
     def _take(self) -> _Group | None:
         if self._ready:
             return self._ready.pop(0)
@@ -370,13 +363,10 @@ class UsageLog:
 
     async def _writer(self, shard: int, stop: asyncio.Event) -> None:
         conn: asyncpg.Connection | None = None
-        committed = False
         try:
             while True:
-                if not (committed and self._pending()):
-                    await self._event.wait()
-                    await asyncio.sleep(0)  # checks decided in this turn of the loop join too
-                committed = False
+                await self._event.wait()
+                await asyncio.sleep(0)  # checks decided in this turn of the loop join too
                 group = self._take()
                 if group is None:
                     if stop.is_set():
@@ -387,7 +377,6 @@ class UsageLog:
                     if conn is None or conn.is_closed():
                         conn = await self.connect()
                     await self._commit(conn, shard, group)
-                    committed = True
                 except asyncio.CancelledError:  # stopped mid-write: not known to be on disk
                     group.failed("the hub is shutting down")
                     raise
