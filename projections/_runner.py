@@ -58,10 +58,9 @@ SESSION_SETUP = "SET plan_cache_mode = force_custom_plan; SET synchronous_commit
   derived from the log, and its rows and its position commit in one transaction, so a
   database crash can lose only the last batches whole (WAL is replayed in order: never a
   later batch without an earlier one), and the runner applies them again from the position
-  that survived: nothing twice, nothing skipped. Waiting for the flush bought nothing and
-  cost the writers: each projection's commit took a turn at the WAL flush that a new
-  listing's commit then queued behind (measured on the all-in-one bench: the appender's
-  group cycle doubled, with the machine's CPU not saturated).
+  that survived: nothing twice, nothing skipped. Waiting for the flush bought nothing, and
+  each projection's commit took a turn at the WAL flush that a new listing's commit could
+  queue behind (on the all-in-one listings bench the difference was below the noise).
 """
 
 _READ = (
