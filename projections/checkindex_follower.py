@@ -247,7 +247,7 @@ class IndexFollower:
                     await listener.close()
 
     async def _follow(self, stop: asyncio.Event, poll_seconds: float) -> None:
-        last_lag = 0.0
+        last_lag, failures = 0.0, 0
         while not stop.is_set():
             self.wakeup.clear()
             try:
@@ -257,6 +257,19 @@ class IndexFollower:
                 INDEX_LAG_SECONDS.set(time.monotonic() - self._caught_up_at)
                 await asyncio.sleep(poll_seconds)
                 continue
+            except Exception:
+                # A batch it cannot apply (a bug, an event it cannot read) used to end the
+                # task, and checks went on answering from an index that no longer moved. Say
+                # so, and try the batch again with growing pauses; it is never skipped, and
+                # the lag metrics show the index standing still. (Applying a batch again is
+                # safe: records are replaced by listing id, removals and changes are
+                # idempotent.)
+                failures += 1
+                log.exception("check_index_failed", position=self.position)
+                INDEX_LAG_SECONDS.set(time.monotonic() - self._caught_up_at)
+                await asyncio.sleep(min(30.0, poll_seconds * 2 ** min(failures, 6)))
+                continue
+            failures = 0
             if time.monotonic() - last_lag > 5 * poll_seconds:
                 last_lag = time.monotonic()
                 with contextlib.suppress(asyncpg.PostgresError, OSError):

@@ -1,5 +1,6 @@
 """The projection runner against a real PostgreSQL: what a batch costs in statements, and
-that a runner whose connection dies takes its lock again and goes on where it stopped."""
+that a runner whose connection dies takes its lock again and goes on where it stopped; it and
+the check index's follower retry a batch that fails, and skip nothing."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-import structlog.testing
 from relay_support import wait_until
 from test_replay import TAX, new_listing
 
 from hub.bootstrap import build_hub
 from hub.clock import SettableClock
 from hub.settings import Settings
+from projections import _runner, checkindex_follower
 from projections._runner import SESSION_SETUP, ProjectionRunner
+from projections.checkindex import CheckIndex
+from projections.checkindex_follower import IndexFollower
 from projections.listings import ListingsProjection
 from projections.replay import replay_digest, snapshot
 
@@ -129,7 +132,7 @@ async def caught_up(runner, position: int) -> None:
     async def reached() -> bool:
         return runner.position >= position
 
-    await wait_until(reached, 15, f"{runner.name} at {position}")
+    await wait_until(reached, 15, f"position {position}")
 
 
 class Flaky:
@@ -152,21 +155,56 @@ class Flaky:
             raise ValueError("cannot apply this batch")
 
 
-async def test_a_failing_batch_is_logged_and_tried_again_not_skipped(hub):
+class Recorder:
+    """Stands in for a module's structlog logger (whose configuration is cached by then)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def __getattr__(self, level: str):
+        return lambda event, **fields: self.events.append((event, fields))
+
+
+async def test_a_failing_batch_is_recordedand_tried_again_not_skipped(hub, monkeypatch):
     projection = Flaky()
     runner = ProjectionRunner(hub.pool, projection)
     await runner.setup()
     await register(hub, range(4))
+    monkeypatch.setattr(_runner, "log", recorded := Recorder())
     stop = asyncio.Event()
-    with structlog.testing.capture_logs() as logs:
-        task = asyncio.create_task(runner.run(stop, poll_seconds=0.05))
-        try:
-            await caught_up(runner, await head(hub))
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
+    task = asyncio.create_task(runner.run(stop, poll_seconds=0.05))
+    try:
+        await caught_up(runner, await head(hub))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
     assert len(projection.calls) == 2
     assert projection.calls[0] == projection.calls[1]  # the same batch again, nothing skipped
-    failed = [entry for entry in logs if entry["event"] == "projection_failed"]
+    failed = [fields for event, fields in recorded.events if event == "projection_failed"]
     assert len(failed) == 1
     assert failed[0]["projection"] == "flaky"
+
+
+async def test_the_check_index_follower_retries_a_failing_batch(hub, monkeypatch):
+    follower = IndexFollower(hub.pool, CheckIndex())
+    await register(hub, range(3))
+    apply, calls = follower.apply, []
+
+    async def flaky(conn, events):
+        calls.append([e.position for e in events])
+        if len(calls) == 1:
+            raise ValueError("cannot apply this batch")
+        await apply(conn, events)
+
+    follower.apply = flaky  # type: ignore[method-assign]
+    monkeypatch.setattr(checkindex_follower, "log", recorded := Recorder())
+    stop = asyncio.Event()
+    task = asyncio.create_task(follower.run(stop, poll_seconds=0.05))
+    try:
+        await caught_up(follower, await head(hub))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert calls[0] == calls[1]  # the same batch again
+    assert follower.index.listings == 3
+    assert [event for event, _ in recorded.events].count("check_index_failed") == 1
