@@ -150,7 +150,7 @@ class TreeHeads:
     async def _follow(
         self, stop: asyncio.Event, loop: asyncio.AbstractEventLoop, poll: float
     ) -> None:
-        signed, since = -1, loop.time()
+        signed, since, failures = -1, loop.time(), 0
         while not stop.is_set():
             self.wakeup.clear()
             try:
@@ -165,6 +165,12 @@ class TreeHeads:
                 log.warning("tree_head_retry", error=str(exc))
                 await asyncio.sleep(poll)
                 continue
+            except Exception:  # not the database: say so and try again, never a dead signer
+                failures += 1
+                log.exception("tree_head_failed", signed=signed)
+                await asyncio.sleep(min(30.0, poll * 2 ** min(failures, 6)))
+                continue
+            failures = 0
             if size <= signed:
                 since = loop.time()  # the period counts from the first event not covered
             wait = poll

@@ -1,6 +1,7 @@
 """The projection runner against a real PostgreSQL: what a batch costs in statements, and
 that a runner whose connection dies takes its lock again and goes on where it stopped; it and
-the check index's follower retry a batch that fails, and skip nothing."""
+the check index's follower retry a batch that fails, and skip nothing; the tree head signer
+retries a signature that fails."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from relay_support import wait_until
 from test_replay import TAX, new_listing
 
+from hub.audit import heads as audit_heads
 from hub.bootstrap import build_hub
 from hub.clock import SettableClock
 from hub.settings import Settings
@@ -208,3 +210,35 @@ async def test_the_check_index_follower_retries_a_failing_batch(hub, monkeypatch
     assert calls[0] == calls[1]  # the same batch again
     assert follower.index.listings == 3
     assert [event for event, _ in recorded.events].count("check_index_failed") == 1
+
+
+async def test_the_tree_head_signer_retries_a_failing_signature(hub, monkeypatch):
+    await register(hub, range(3))
+    await hub.runners["audit"].catch_up()
+    heads = hub.audit.heads
+    heads.every_events = 1
+    sign, calls = heads.sign, []
+
+    async def flaky(conn):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("cannot sign now")
+        return await sign(conn)
+
+    monkeypatch.setattr(heads, "sign", flaky)
+    monkeypatch.setattr(audit_heads, "log", recorded := Recorder())
+    stop = asyncio.Event()
+    task = asyncio.create_task(heads.run(stop, poll_seconds=0.05))
+    try:
+
+        async def signed() -> bool:
+            async with hub.pool.acquire() as conn:
+                latest = await heads.latest(conn)
+                return latest is not None and latest.tree_size == await heads.store.tree_size(conn)
+
+        await wait_until(signed, 15, "a signed head of the whole tree")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert len(calls) >= 2
+    assert [event for event, _ in recorded.events].count("tree_head_failed") == 1
