@@ -6,18 +6,15 @@ retries a signature that fails."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
-import pytest
 from relay_support import wait_until
-from test_replay import TAX, new_listing
+from test_replay import TAX, fx_hub, new_listing  # noqa: F401  (fx_hub: the `hub` fixture)
 
 from hub.audit import heads as audit_heads
-from hub.bootstrap import build_hub
-from hub.clock import SettableClock
-from hub.settings import Settings
 from projections import _runner, checkindex_follower
 from projections._runner import SESSION_SETUP, ProjectionRunner
 from projections.checkindex import CheckIndex
@@ -26,20 +23,18 @@ from projections.listings import ListingsProjection
 from projections.replay import replay_digest, snapshot
 
 
-@pytest.fixture(name="hub")
-async def fx_hub(db):
-    settings = Settings(
-        database_url=db.url,
-        database_schema=db.schema,
-        admin_key="k",
-        run_projections=False,
-        run_scheduler=False,
-    )
-    hub = await build_hub(settings, SettableClock(datetime(2025, 3, 3, 2, tzinfo=UTC)))
-    await hub.committer.start()
-    await hub.appender.start()
-    yield hub
-    await hub.stop()
+@contextlib.asynccontextmanager
+async def running(
+    run: Callable[[asyncio.Event], Awaitable[None]],
+) -> AsyncIterator[asyncio.Task[None]]:
+    """`run(stop)` as a task for the block; stopped at its end."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 async def register(hub, numbers: range) -> None:
@@ -97,9 +92,7 @@ async def test_full_batches_are_read_until_a_short_one(hub):
 
 async def test_a_runner_whose_connection_is_killed_takes_its_lock_again(hub, db):
     runner = hub.runners["listings"]
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop, poll_seconds=0.2))
-    try:
+    async with running(lambda stop: runner.run(stop, poll_seconds=0.2)) as task:
         await register(hub, range(5))
         runner.wakeup.set()
         await caught_up(runner, await head(hub))
@@ -125,9 +118,6 @@ async def test_a_runner_whose_connection_is_killed_takes_its_lock_again(hub, db)
             assert holders == 1  # the lock is held again, once
             position, live = await snapshot(conn, ListingsProjection())
         assert await replay_digest(db.url, db.schema, ListingsProjection(), position) == live
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def caught_up(runner, position: int) -> None:
@@ -167,19 +157,14 @@ class Recorder:
         return lambda event, **fields: self.events.append((event, fields))
 
 
-async def test_a_failing_batch_is_recordedand_tried_again_not_skipped(hub, monkeypatch):
+async def test_a_failing_batch_is_logged_and_tried_again_not_skipped(hub, monkeypatch):
     projection = Flaky()
     runner = ProjectionRunner(hub.pool, projection)
     await runner.setup()
     await register(hub, range(4))
     monkeypatch.setattr(_runner, "log", recorded := Recorder())
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop, poll_seconds=0.05))
-    try:
+    async with running(lambda stop: runner.run(stop, poll_seconds=0.05)):
         await caught_up(runner, await head(hub))
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
     assert len(projection.calls) == 2
     assert projection.calls[0] == projection.calls[1]  # the same batch again, nothing skipped
     failed = [fields for event, fields in recorded.events if event == "projection_failed"]
@@ -200,13 +185,8 @@ async def test_the_check_index_follower_retries_a_failing_batch(hub, monkeypatch
 
     follower.apply = flaky  # type: ignore[method-assign]
     monkeypatch.setattr(checkindex_follower, "log", recorded := Recorder())
-    stop = asyncio.Event()
-    task = asyncio.create_task(follower.run(stop, poll_seconds=0.05))
-    try:
+    async with running(lambda stop: follower.run(stop, poll_seconds=0.05)):
         await caught_up(follower, await head(hub))
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
     assert calls[0] == calls[1]  # the same batch again
     assert follower.index.listings == 3
     assert [event for event, _ in recorded.events].count("check_index_failed") == 1
@@ -227,9 +207,7 @@ async def test_the_tree_head_signer_retries_a_failing_signature(hub, monkeypatch
 
     monkeypatch.setattr(heads, "sign", flaky)
     monkeypatch.setattr(audit_heads, "log", recorded := Recorder())
-    stop = asyncio.Event()
-    task = asyncio.create_task(heads.run(stop, poll_seconds=0.05))
-    try:
+    async with running(lambda stop: heads.run(stop, poll_seconds=0.05)):
 
         async def signed() -> bool:
             async with hub.pool.acquire() as conn:
@@ -237,8 +215,5 @@ async def test_the_tree_head_signer_retries_a_failing_signature(hub, monkeypatch
                 return latest is not None and latest.tree_size == await heads.store.tree_size(conn)
 
         await wait_until(signed, 15, "a signed head of the whole tree")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
     assert len(calls) >= 2
     assert [event for event, _ in recorded.events].count("tree_head_failed") == 1
