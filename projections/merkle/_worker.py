@@ -23,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import os
 import signal
 import struct
 import sys
@@ -48,8 +49,9 @@ class HashWorker:
     """A worker process hashing block roots. Build it with `await HashWorker.start()`, in the
     event loop that uses it; `await close()` ends it."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, stdin: asyncio.WriteTransport) -> None:
         self.process = process
+        self._stdin = stdin
         self.cpu_time = 0.0
         """The worker's CPU time (time.process_time()) as of its last answer."""
         self._pending: collections.deque[asyncio.Future[bytes]] = collections.deque()
@@ -58,15 +60,38 @@ class HashWorker:
 
     @classmethod
     async def start(cls) -> HashWorker:
-        process = await asyncio.create_subprocess_exec(
-            *python("-c", f"from {__name__} import main; main()"),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=environment(),
-        )
-        _widen(process)
+        # The request pipe is made here, not by the loop: uvloop (the loop `hub serve` runs)
+        # gives a subprocess a socket pair for stdin, whose buffer cannot be widened past
+        # `net.core.wmem_max`, and hides it (`get_extra_info("pipe")` is None; an earlier
+        # version failed on that, and the hub hashed in-process).
+        read_end, write_end = os.pipe()
+        try:
+            _widen(write_end)
+            process = await asyncio.create_subprocess_exec(
+                *python("-c", f"from {__name__} import main; main()"),
+                stdin=read_end,
+                stdout=asyncio.subprocess.PIPE,
+                env=environment(),
+            )
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        try:
+            pipe = os.fdopen(write_end, "wb", buffering=0)
+        except BaseException:
+            os.close(write_end)
+            process.kill()
+            raise
+        try:
+            stdin, _ = await asyncio.get_running_loop().connect_write_pipe(asyncio.Protocol, pipe)
+        except BaseException:
+            pipe.close()
+            process.kill()
+            raise
         log.info("merkle_hash_worker_started", pid=process.pid)
-        return cls(process)
+        return cls(process, stdin)
 
     @property
     def alive(self) -> bool:
@@ -81,8 +106,8 @@ class HashWorker:
         gone. `blocks` may be reused as soon as this returns (the pipe or its buffer has it)."""
         if len(blocks) % BLOCK_BYTES:
             raise ValueError("whole blocks only")
-        stdin = self.process.stdin
-        if not self._alive or stdin is None or stdin.is_closing():
+        stdin = self._stdin
+        if not self._alive or stdin.is_closing():
             return None
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         try:
@@ -132,9 +157,8 @@ class HashWorker:
     async def close(self) -> None:
         """End the worker: close its stdin, wait for it (kill it after 5 s)."""
         self._alive = False
-        stdin = self.process.stdin
-        if stdin is not None and not stdin.is_closing():
-            stdin.close()
+        if not self._stdin.is_closing():
+            self._stdin.close()
         try:
             await asyncio.wait_for(self.process.wait(), 5)
         except TimeoutError:
@@ -147,17 +171,16 @@ class HashWorker:
 
 
 PIPE_BYTES = 1 << 20
-"""Capacity asked for the request pipe: two rounds of leaf hashes. The appender hashes without
+"""Capacity of the request pipe: two rounds of leaf hashes. The appender hashes without
 yielding to the event loop, which alone would flush requests the pipe cannot take at once, so
 with the default 64 KiB the worker would get a round's first chunk only."""
 
 
-def _widen(process: asyncio.subprocess.Process) -> None:
-    if process.stdin is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+def _widen(fd: int) -> None:
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
         return
-    pipe = process.stdin.get_extra_info("pipe")
     try:
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except OSError as exc:  # over /proc/sys/fs/pipe-max-size: slower, still right
         log.warning("merkle_hash_worker_pipe", error=repr(exc))
 

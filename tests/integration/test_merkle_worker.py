@@ -5,6 +5,7 @@ hub's setting and the hub's stop ends it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 
@@ -102,6 +103,39 @@ async def test_answers_come_in_order_and_equal_block_roots(worker):
     assert [await f for f in futures] == [block_roots(data) for data in requests]
     with pytest.raises(ValueError, match="whole blocks"):
         worker.submit(b"x" * 32)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.timeout(60)  # the old start hung uvloop's runner on its way out
+def test_the_worker_starts_with_its_request_pipe_widened_on_either_loop(loop):
+    """`hub serve` runs uvloop, which gives a subprocess a socket pair for stdin and hides it:
+    the worker must start there too (it once failed, and the hub hashed in-process), with a
+    real pipe of `PIPE_BYTES`."""
+    import fcntl  # noqa: PLC0415 - only here
+
+    import uvloop  # noqa: PLC0415 - only here
+
+    async def main() -> tuple[list[bytes], list[bytes], int]:
+        worker = await _worker.start_hash_worker(1)
+        assert worker is not None
+        try:
+            requests = [os.urandom(BLOCK_BYTES * k) for k in (1, 3)]
+            answers = [await worker.submit(data) for data in requests]  # type: ignore[misc]
+            # the worker's stdin, opened again through /proc: the same pipe
+            fd = os.open(f"/proc/{worker.pid}/fd/0", os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+            finally:
+                os.close(fd)
+        finally:
+            await worker.close()
+        return answers, [block_roots(data) for data in requests], size
+
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        answers, expected, size = runner.run(main())
+    assert answers == expected
+    assert size >= _worker.PIPE_BYTES
 
 
 async def test_a_worker_that_dies_leaves_the_tree_right(db, conn, worker, monkeypatch):
