@@ -33,13 +33,25 @@ ERROR_HEADER = ("行号", "列名", "原因")  # row, column, reason
 
 def writer_only(settings: Settings) -> Settings:
     """The settings of an import process: it appends to the log and nothing else. The API
-    processes' followers (projections, check index, scheduler, webhooks) do the rest."""
+    processes' followers (projections, check index, scheduler, webhooks, the JetStream relay
+    and regional docking) do the rest, or catch up when they start."""
+    return replace(
+        reader_only(settings),
+        run_projections=False,
+    )
+
+
+def reader_only(settings: Settings) -> Settings:
+    """The settings of an export process: the projections, so that the read model it exports
+    is current even when no API process runs; none of the followers that act for the hub
+    (the check index, which would load every listing in force into memory; the scheduler;
+    webhooks; the relay and regional docking, both off without a NATS URL)."""
     return replace(
         settings,
-        run_projections=False,
         run_checks=False,
         run_scheduler=False,
         run_webhooks=False,
+        nats_url=None,
     )
 
 
@@ -98,7 +110,7 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     if out is None and fmt == "xlsx":
         print("hub export: XLSX needs --out FILE", file=sys.stderr)
         return 2
-    hub = await build_hub(settings)
+    hub = await build_hub(reader_only(settings))
     try:
         await hub.start()
         if not await wait_for_listings(hub, args.wait):

@@ -353,6 +353,9 @@ def test_cli_import_and_export(db, tmp_path):
     assert len(rows) == 1
     assert rows[0][1]["统一社会信用代码"] == OTHER
     assert rows[0][1]["有效期至"] is None
+    # nor did the export: it read the listings, with no check index loaded beside them
+    assert asyncio.run(usage_log()) is None
+    assert "check_index_loaded" not in done.stderr + done.stdout
 
 
 def test_sample_file_in_the_docs_is_valid():
