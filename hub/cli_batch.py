@@ -3,10 +3,11 @@
     hub import FILE [--authority CODE] [--errors FILE]    listings from a CSV or XLSX template
     hub export [--list L] [--format csv|xlsx] [--out FILE] the listings in force, same template
 
-Both build the hub as the API does (`hub.bootstrap.build_hub`); the work is in `hub.batch`,
-the files in `adapters.batch` / `adapters.batch_files`, the template in docs/BATCH.md. Import
-exits 0 when every row went in (or was already there), 1 when some rows were rejected, 2 when
-the file could not be read at all.
+Both build the hub as the API does (`hub.bootstrap.build_hub`), without its followers
+(`writer_only`); the work is in `hub.batch`, the files in `adapters.batch` /
+`adapters.batch_files`, the template in docs/BATCH.md. Import exits 0 when every row went in
+(or was already there), 1 when some rows were rejected, 2 when the file could not be read at
+all.
 """
 
 from __future__ import annotations
@@ -32,22 +33,17 @@ ERROR_HEADER = ("行号", "列名", "原因")  # row, column, reason
 
 
 def writer_only(settings: Settings) -> Settings:
-    """The settings of an import process: it appends to the log and nothing else. The API
-    processes' followers (projections, check index, scheduler, webhooks, the JetStream relay
-    and regional docking) do the rest, or catch up when they start."""
-    return replace(
-        reader_only(settings),
-        run_projections=False,
-    )
-
-
-def reader_only(settings: Settings) -> Settings:
-    """The settings of an export process: the projections, so that the read model it exports
-    is current even when no API process runs; none of the followers that act for the hub
-    (the check index, which would load every listing in force into memory; the scheduler;
-    webhooks; the relay and regional docking, both off without a NATS URL)."""
+    """The settings of `hub import` and `hub export`: none of the followers that act for the
+    hub (projections, the check index, the scheduler, webhooks, the tree-head signer; the
+    JetStream relay and regional docking, both off without a NATS URL). The API processes'
+    followers do that work, or catch up when they start: an import only appends, an export
+    runs the listings projection alone (`_export`). A batch process never loads every listing
+    in force into memory, never delivers webhooks, and never signs tree heads (with hub.env
+    alone it has no signing key, and a key made up for the process would sign heads no
+    auditor can check)."""
     return replace(
         settings,
+        run_projections=False,
         run_checks=False,
         run_scheduler=False,
         run_webhooks=False,
@@ -110,9 +106,14 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     if out is None and fmt == "xlsx":
         print("hub export: XLSX needs --out FILE", file=sys.stderr)
         return 2
-    hub = await build_hub(reader_only(settings))
+    hub = await build_hub(writer_only(settings))
+    stop = asyncio.Event()
+    listings: asyncio.Task[None] | None = None
     try:
         await hub.start()
+        # the read model it exports, current even when no API process runs (else the API's
+        # runner holds the projection's lock and this one waits)
+        listings = asyncio.create_task(hub.runners["listings"].run(stop, poll_seconds=0.05))
         if not await wait_for_listings(hub, args.wait):
             print(
                 "hub export: the listings read model is behind the log; try again", file=sys.stderr
@@ -123,6 +124,9 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
                 for record in records:
                     writer.write(to_template_row(record))
     finally:
+        stop.set()
+        if listings is not None:
+            await listings
         await hub.stop()
     print(f"exported {writer.count} listings", file=sys.stderr)
     return 0

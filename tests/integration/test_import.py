@@ -339,6 +339,16 @@ def test_cli_import_and_export(db, tmp_path):
 
     assert asyncio.run(usage_log()) is None
 
+    async def projected() -> set[str]:
+        conn = await asyncpg.connect(db.url)
+        try:
+            rows = await conn.fetch(
+                f'SELECT name FROM "{db.schema}".projection_positions WHERE position > 0'
+            )
+            return {r["name"] for r in rows}
+        finally:
+            await conn.close()
+
     out = tmp_path / "export.xlsx"
     done = subprocess.run(  # noqa: S603 - our own command
         [*hub, "export", "--list", "market_ban", "--out", str(out)],
@@ -353,9 +363,11 @@ def test_cli_import_and_export(db, tmp_path):
     assert len(rows) == 1
     assert rows[0][1]["统一社会信用代码"] == OTHER
     assert rows[0][1]["有效期至"] is None
-    # nor did the export: it read the listings, with no check index loaded beside them
+    # nor did the export: it read the listings, with no check index or signer beside them
     assert asyncio.run(usage_log()) is None
     assert "check_index_loaded" not in done.stderr + done.stdout
+    # and of the read models only the listings it exports (no merkle tree, no tree-head signer)
+    assert asyncio.run(projected()) == {"listings"}
 
 
 def test_sample_file_in_the_docs_is_valid():
