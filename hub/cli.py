@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from hub.logs import configure_logging
 from hub.settings import Settings
 
 ENV_FILE = "hub.env"
@@ -228,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command != "up":
         _load_env_file(Path(args.data_dir))
+    # JSON lines: the long-running processes on stdout (`up` and `serve` through the app),
+    # the other commands on stderr, their stdout being their output (`hub export > f.csv`)
+    if args.command == "project":
+        configure_logging(os.environ.get("HUB_LOG_LEVEL", "info"))
+    elif args.command not in ("up", "serve"):
+        configure_logging(os.environ.get("HUB_LOG_LEVEL", "info"), stderr=True)
     result: int = args.func(args)
     return result
 

@@ -1,5 +1,6 @@
-"""structlog as JSON lines on stdout, with request id, agency and listing id bound per
-request through context variables."""
+"""structlog as JSON lines, with request id, agency and listing id bound per request through
+context variables: on stdout for the servers (`hub up`, `hub serve`), on stderr for the other
+commands, whose stdout is their output (`hub export > listings.csv`)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,25 @@ class _Stdout:
         sys.stdout.flush()
 
 
-def configure_logging(level: str = "info") -> None:
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written."""
+
+    def write(self, data: bytes) -> int:
+        return sys.stderr.buffer.write(data)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str = "info", *, stderr: bool = False) -> None:
+    """JSON lines at `level` and above, on stdout (or stderr: a command's own output is on
+    stdout)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(stream=sys.stdout, level=numeric, format="%(message)s")
+    stream = sys.stderr if stderr else sys.stdout
+    sink = _Stderr() if stderr else _Stdout()
+    logging.basicConfig(stream=stream, level=numeric, format="%(message)s")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -41,6 +56,6 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(serializer=_serialize),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(_Stdout()),  # type: ignore[arg-type]
+        logger_factory=structlog.BytesLoggerFactory(sink),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

@@ -369,6 +369,20 @@ def test_cli_import_and_export(db, tmp_path):
     # and of the read models only the listings it exports (no merkle tree, no tree-head signer)
     assert asyncio.run(projected()) == {"listings"}
 
+    # to standard output: the CSV alone, its logs on stderr (`hub export > file.csv`)
+    done = subprocess.run(  # noqa: S603 - our own command
+        [*hub, "export", "--list", "market_ban"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    piped = tmp_path / "piped.csv"
+    piped.write_bytes(done.stdout)
+    assert [values["统一社会信用代码"] for _, values in read_rows(piped)] == [OTHER]
+    assert done.stdout.decode("utf-8-sig").splitlines()[0].startswith("主体名称,")
+
 
 def test_sample_file_in_the_docs_is_valid():
     sample = Path(__file__).parents[2] / "docs" / "batch-sample.csv"
