@@ -18,24 +18,19 @@ def _serialize(event: object, **_: object) -> bytes:
     return _encoder.encode(event)
 
 
-class _Stdout:
-    """Whatever `sys.stdout` is when a line is written (a test's capture, a redirect)."""
+class _Stream:
+    """Whatever `sys.stdout` (or `sys.stderr`) is when a line is written (a test's capture, a
+    redirect)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def write(self, data: bytes) -> int:
-        return sys.stdout.buffer.write(data)
+        written: int = getattr(sys, self.name).buffer.write(data)
+        return written
 
     def flush(self) -> None:
-        sys.stdout.flush()
-
-
-class _Stderr:
-    """Whatever `sys.stderr` is when a line is written."""
-
-    def write(self, data: bytes) -> int:
-        return sys.stderr.buffer.write(data)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
+        getattr(sys, self.name).flush()
 
 
 def configure_logging(level: str = "info", *, stderr: bool = False) -> None:
@@ -45,7 +40,7 @@ def configure_logging(level: str = "info", *, stderr: bool = False) -> None:
     if not isinstance(numeric, int):
         numeric = logging.INFO
     stream = sys.stderr if stderr else sys.stdout
-    sink = _Stderr() if stderr else _Stdout()
+    sink = _Stream("stderr" if stderr else "stdout")
     logging.basicConfig(stream=stream, level=numeric, format="%(message)s")
     structlog.configure(
         processors=[
