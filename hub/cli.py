@@ -231,10 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _load_env_file(Path(args.data_dir))
     # JSON lines: the long-running processes on stdout (`up` and `serve` through the app),
     # the other commands on stderr, their stdout being their output (`hub export > f.csv`)
-    if args.command == "project":
-        configure_logging(os.environ.get("HUB_LOG_LEVEL", "info"))
-    elif args.command not in ("up", "serve"):
-        configure_logging(os.environ.get("HUB_LOG_LEVEL", "info"), stderr=True)
+    if args.command not in ("up", "serve"):
+        level = os.environ.get("HUB_LOG_LEVEL", Settings.log_level)  # as `Settings.from_env`
+        configure_logging(level, stderr=args.command != "project")
     result: int = args.func(args)
     return result
 
